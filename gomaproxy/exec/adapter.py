@@ -1,0 +1,644 @@
+"""The Exec adapter: one goma ExecReq in, one ExecResp out, through a REAPI backend.
+
+Theory of operation.  Each Exec runs in the caller's task and opens task groups only for
+its own fan-out (input digests, uploads, output conversion), so cancelling the caller
+cancels every RPC of the request.  It goes through eight phases, each under its own
+deadline from ``ExecConfig``:
+
+1. inventory      pick the toolchain for the CommandSpec (BAD_REQUEST when none)
+2. input tree     exec root, root-relative names, input digests, Merkle tree
+3. setup          Command and Action and their digests
+4. check cache    GetActionResult, unless the cache policy skips it
+5. check missing  FindMissingBlobs over every digest of the request
+6. upload         the missing blobs, batched or by ByteStream
+7. execute        Execute and its operation stream
+8. response       ActionResult to ExecResult
+
+A phase ends the request early by returning a response (BAD_REQUEST, missing inputs) or
+by raising a ``GomaProxyError``, which the HTTP frontend maps to a status code.  The
+deadline of phase 2 turns into missing inputs, that of phase 4 into a cache miss, and the
+others into DEADLINE_EXCEEDED.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import anyio
+import structlog
+
+from gomaproxy.config import ExecConfig
+from gomaproxy.digest import DigestKey, digest_of_message
+from gomaproxy.errors import BackendError, BadRequest, Code, GomaProxyError
+from gomaproxy.exec import command as command_mod
+from gomaproxy.exec.blobs import BlobStore, DigestCache
+from gomaproxy.exec.clientpath import PathStyle, path_lib
+from gomaproxy.exec.execroot import OutOfRoot, derive_exec_root, exec_paths, root_rel
+from gomaproxy.exec.inputs import GomaFiles, InputResolver
+from gomaproxy.exec.inventory import Inventory, Toolchain, apply_client_platform, bad_request
+from gomaproxy.exec.merkle import MerkleTree
+from gomaproxy.exec.missing import fill_missing_inputs
+from gomaproxy.exec.outputs import gcc_outputs
+from gomaproxy.exec.relocatable import NotRelocatable, UnknownFlag, check_relocatable
+from gomaproxy.exec.response import OutputContext, fill_exec_result
+from gomaproxy.metrics import ExecMetrics
+from gomaproxy.protos import goma_data_pb2 as goma_pb2
+from gomaproxy.protos import remote_execution_pb2 as re_pb2
+from gomaproxy.remote import cas
+from gomaproxy.remote.backend import Backend
+from gomaproxy.remote.execute import ExecutePolicy, execute_and_wait
+
+log = structlog.get_logger(__name__)
+
+# Re-uploads after the backend reports inputs missing at Execute time, before the
+# request is answered with missing inputs instead.
+MAX_PRECONDITION_REUPLOADS = 2
+GCC_LIKE = frozenset({"gcc", "g++", "clang", "clang++"})
+
+
+@dataclass
+class Limiters:
+    """The process-wide capacity limiters, named after what they protect."""
+
+    file_lookup: anyio.CapacityLimiter
+    cas_blob_lookup: anyio.CapacityLimiter
+    output_file: anyio.CapacityLimiter
+
+    @classmethod
+    def from_config(cls, config: ExecConfig) -> Limiters:
+        return cls(
+            file_lookup=anyio.CapacityLimiter(config.file_lookup_concurrency),
+            cas_blob_lookup=anyio.CapacityLimiter(config.cas_blob_lookup_concurrency),
+            output_file=anyio.CapacityLimiter(config.output_file_concurrency),
+        )
+
+    def by_name(self) -> dict[str, anyio.CapacityLimiter]:
+        return {
+            "file_lookup": self.file_lookup,
+            "cas_blob_lookup": self.cas_blob_lookup,
+            "output_file": self.output_file,
+        }
+
+
+@dataclass
+class ExecRun:
+    """The state of one Exec request as it moves through the phases."""
+
+    request: goma_pb2.ExecReq
+    response: goma_pb2.ExecResp = field(default_factory=goma_pb2.ExecResp)
+    toolchain: Toolchain | None = None
+    style: PathStyle = PathStyle.POSIX
+    cwd: str = ""
+    root: str = ""
+    need_chroot: bool = False
+    relocatable: bool = False
+    not_relocatable_reason: str = ""
+    blobs: BlobStore = field(default_factory=BlobStore)
+    input_root: DigestKey | None = None
+    action_digest: DigestKey | None = None
+    action: re_pb2.Action | None = None
+    # Milliseconds per phase, in the order the phases ran.
+    timings: dict[str, float] = field(default_factory=dict)
+    outcome: str = "ok"
+    cache: str = "none"
+    uploaded: int = 0
+    missing: int = 0
+
+
+class Adapter:
+    """Runs goma Exec requests on a REAPI backend."""
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        files: GomaFiles,
+        inventory: Inventory,
+        config: ExecConfig,
+        limiters: Limiters,
+        metrics: ExecMetrics,
+        instance_name: str = "",
+        digest_cache: DigestCache | None = None,
+    ) -> None:
+        self._backend = backend
+        self._files = files
+        self._inventory = inventory
+        self._config = config
+        self._limiters = limiters
+        self._metrics = metrics
+        self._instance = instance_name
+        self._digest_cache = digest_cache or DigestCache(config.digest_cache_entries)
+        self._resolver = InputResolver(files, self._digest_cache, limiters.file_lookup)
+        self._capabilities: re_pb2.ServerCapabilities | None = None
+
+    async def exec(self, request: goma_pb2.ExecReq, *, request_id: str) -> goma_pb2.ExecResp:
+        """Run one goma Exec.
+
+        Returns the ExecResp for every outcome the goma protocol expresses in a response:
+        results, BAD_REQUEST, missing inputs.
+
+        Raises:
+            GomaProxyError: backend failures and deadlines; the frontend maps the code to
+                an HTTP status so the client retries or falls back.
+        """
+        run = ExecRun(request)
+        started = time.perf_counter()
+        retry = request.requester_info.retry
+        self._metrics.client_retry.labels(retry=str(min(retry, 10))).inc()
+
+        try:
+            await self._run(run)
+        except GomaProxyError as exc:
+            run.outcome = f"error:{exc.code.name}"
+            self._metrics.requests.labels(outcome="error").inc()
+            self._log_finished(run, started, error=str(exc))
+            raise
+        except BaseException:
+            run.outcome = "aborted"
+            self._log_finished(run, started)
+            raise
+
+        self._metrics.requests.labels(outcome=run.outcome).inc()
+        self._log_finished(run, started)
+        return run.response
+
+    def _log_finished(self, run: ExecRun, started: float, *, error: str | None = None) -> None:
+        fields = {f"{name}_ms": round(ms, 2) for name, ms in run.timings.items()}
+        log.info(
+            "exec_finished",
+            outcome=run.outcome,
+            cache=run.cache,
+            exit_status=run.response.result.exit_status if run.response.HasField("result") else None,
+            inputs=len(run.request.input),
+            missing=run.missing,
+            uploaded_blobs=run.uploaded,
+            action=str(run.action_digest) if run.action_digest else None,
+            exec_root=run.root or None,
+            relocatable=run.relocatable,
+            client_retry=run.request.requester_info.retry,
+            total_ms=round((time.perf_counter() - started) * 1000, 2),
+            error=error,
+            **fields,
+        )
+
+    @contextmanager
+    def _phase(self, run: ExecRun, name: str, timeout_s: float) -> Iterator[anyio.CancelScope]:
+        started = time.perf_counter()
+        try:
+            with anyio.move_on_after(timeout_s if timeout_s > 0 else math.inf) as scope:
+                yield scope
+        finally:
+            elapsed = time.perf_counter() - started
+            run.timings[name] = elapsed * 1000
+            self._metrics.phase_seconds.labels(phase=name).observe(elapsed)
+
+    async def _run(self, run: ExecRun) -> None:
+        config = self._config
+
+        with self._phase(run, "inventory", config.inventory_timeout_s) as scope:
+            done = await self._pick_toolchain(run)
+        if scope.cancelled_caught:
+            raise GomaProxyError("toolchain selection timed out", code=Code.DEADLINE_EXCEEDED)
+        if done:
+            return
+
+        with self._phase(run, "input_tree", config.input_tree_timeout_s) as scope:
+            done = await self._build_input_tree(run)
+        if scope.cancelled_caught:
+            raise GomaProxyError("building the input tree timed out", code=Code.DEADLINE_EXCEEDED)
+        if done:
+            return
+
+        with self._phase(run, "setup", config.setup_timeout_s):
+            try:
+                await self._setup(run)
+            except BadRequest as exc:
+                self._bad_request(run, str(exc))
+                return
+
+        with self._phase(run, "check_cache", config.check_cache_timeout_s) as scope:
+            cached = await self._check_cache(run)
+        if scope.cancelled_caught:
+            log.info("action_cache_check_timed_out", timeout_s=config.check_cache_timeout_s)
+            cached = None
+
+        if cached is not None:
+            run.cache = "action_cache"
+            await self._respond(run, cached, goma_pb2.ExecResp.MEM_CACHE)
+            return
+
+        if await self._upload_inputs(run):
+            return
+
+        response = await self._execute(run)
+        if response is None:
+            return
+
+        source = goma_pb2.ExecResp.STORAGE_CACHE if response.cached_result else goma_pb2.ExecResp.NO_CACHE
+        run.cache = "execute_cached" if response.cached_result else "executed"
+        await self._respond(run, response.result, source)
+
+    # Phase 1 -----------------------------------------------------------------
+
+    async def _pick_toolchain(self, run: ExecRun) -> bool:
+        toolchain = await self._inventory.pick(run.request, run.response)
+        if toolchain is None:
+            run.outcome = "bad_request"
+            return True
+
+        if not apply_client_platform(run.request, run.response, toolchain.platform):
+            run.outcome = "bad_request"
+            return True
+
+        run.toolchain = toolchain
+        run.style = toolchain.path_style
+        return False
+
+    # Phase 2 -----------------------------------------------------------------
+
+    async def _build_input_tree(self, run: ExecRun) -> bool:
+        request, toolchain = run.request, run.toolchain
+        assert toolchain is not None
+        lib = path_lib(run.style)
+
+        try:
+            paths = exec_paths(
+                run.style,
+                cwd=request.cwd,
+                input_filenames=[entry.filename for entry in request.input],
+                argv0=toolchain.argv0,
+                args=list(request.arg),
+                expected_output_files=list(request.expected_output_files),
+                expected_output_dirs=list(request.expected_output_dirs),
+            )
+        except BadRequest as exc:
+            return self._bad_request(run, f"bad input: {exc}")
+
+        try:
+            exec_root = derive_exec_root(run.style, paths, toolchain.allow_chroot,
+                                         request.requester_info.exec_root)
+        except BadRequest as exc:
+            return self._bad_request(run, self._exec_root_message(exc, toolchain))
+
+        run.root, run.need_chroot = lib.clean(exec_root.root), exec_root.need_chroot
+        run.cwd = lib.clean(request.cwd)
+
+        tree = MerkleTree(run.style)
+        missing = await self._add_inputs(run, tree)
+        if missing:
+            fill_missing_inputs(run.response, request, missing, limit=self._config.missing_input_limit)
+            run.missing = len(run.response.missing_input)
+            self._metrics.missing_inputs.inc(run.missing)
+            run.outcome = "missing_inputs"
+            return True
+
+        for directory in self._extra_directories(run):
+            tree.add_directory(directory)
+
+        built = tree.build()
+        for digest, data in built.directories.items():
+            run.blobs.add_bytes(digest, data)
+        run.input_root = DigestKey.of(built.root_digest)
+        return False
+
+    def _bad_request(self, run: ExecRun, message: str) -> bool:
+        bad_request(run.response, message)
+        run.outcome = "bad_request"
+        return True
+
+    @staticmethod
+    def _exec_root_message(exc: BadRequest, toolchain: Toolchain) -> str:
+        message = f"exec root detection failed: {exc}"
+        if not toolchain.allow_chroot:
+            message += (
+                "; inputs under different top-level directories need an action at the "
+                "absolute root, which this backend cannot run: install bubblewrap on the "
+                "server (Debian package bubblewrap) or make every input relative to cwd"
+            )
+        return message
+
+    async def _add_inputs(self, run: ExecRun, tree: MerkleTree) -> list[tuple[str, str]]:
+        entries = list(run.request.input)
+        names: list[str | None] = [None] * len(entries)
+        missing: list[tuple[str, str]] = []
+        resolved: list[DigestKey | None] = [None] * len(entries)
+
+        for index, entry in enumerate(entries):
+            try:
+                names[index] = root_rel(run.style, entry.filename, run.cwd, run.root)
+            except OutOfRoot:
+                log.warning("input_out_of_root", filename=entry.filename, root=run.root)
+
+        async def resolve(index: int) -> None:
+            entry = entries[index]
+            try:
+                found = await self._resolver.resolve(entry)
+            except GomaProxyError as exc:
+                missing.append((entry.filename, f"input: {exc}"))
+                return
+            resolved[index] = found.digest
+            run.blobs.add(found.digest, found.source)
+
+        async with anyio.create_task_group() as group:
+            for index, name in enumerate(names):
+                if name is not None:
+                    group.start_soon(resolve, index)
+
+        for index, name in enumerate(names):
+            digest = resolved[index]
+            if name is not None and digest is not None:
+                tree.add_file(name, digest.to_proto())
+        return missing
+
+    def _extra_directories(self, run: ExecRun) -> list[str]:
+        """Empty directories the action needs: system include dirs and output parents."""
+        lib = path_lib(run.style)
+        spec = run.request.command_spec
+        candidates = [*spec.cxx_system_include_path, *spec.system_include_path,
+                      *spec.system_framework_path]
+        candidates += [lib.dir(name) for name in self._outputs(run)]
+        candidates += list(run.request.expected_output_dirs)
+
+        directories = []
+        for name in candidates:
+            try:
+                relative = root_rel(run.style, name, run.cwd, run.root)
+            except OutOfRoot:
+                continue
+            if relative:
+                directories.append(relative)
+        return directories
+
+    @staticmethod
+    def _outputs(run: ExecRun) -> list[str]:
+        request = run.request
+        if request.expected_output_files or request.expected_output_dirs:
+            return list(request.expected_output_files)
+        if request.command_spec.name in GCC_LIKE:
+            return gcc_outputs(list(request.arg))
+        return []
+
+    # Phase 3 -----------------------------------------------------------------
+
+    async def _setup(self, run: ExecRun) -> None:
+        request, toolchain = run.request, run.toolchain
+        assert toolchain is not None and run.input_root is not None
+
+        environment = command_mod.parse_environment(request.env)
+        platform = dict(toolchain.platform)
+        if run.need_chroot:
+            # The action sees the host's toolchain directories and its inputs at their
+            # client paths; it needs a PATH to find the assembler and friends.
+            environment.setdefault("PATH", _toolchain_path(toolchain.argv0))
+            environment.setdefault("HOME", "/")
+            platform["InputRootAbsolutePath"] = "/"
+        else:
+            run.relocatable = self._is_relocatable(run)
+            if run.relocatable:
+                for name in command_mod.CWD_VARIABLES:
+                    environment.pop(name, None)
+            elif toolchain.absolute_root_supported:
+                platform.setdefault("InputRootAbsolutePath", run.root)
+            else:
+                raise BadRequest(
+                    f"the request is not relocatable ({run.not_relocatable_reason}), so it must "
+                    f"run at its absolute root {run.root}, which this backend cannot do: install "
+                    "bubblewrap on the server (Debian package bubblewrap) or make the request "
+                    "relocatable"
+                )
+
+        working_directory = root_rel(run.style, request.cwd, run.cwd, run.root)
+        outputs = [self._root_relative_output(run, name) for name in self._outputs(run)]
+        output_dirs = [self._root_relative_output(run, name) for name in request.expected_output_dirs]
+
+        capabilities = await self._server_capabilities()
+        sorted_platform = command_mod.sorted_platform(platform)
+        command = command_mod.build_command(
+            arguments=[toolchain.argv0, *request.arg[1:]],
+            environment=environment,
+            output_files=outputs,
+            output_directories=output_dirs,
+            platform=sorted_platform,
+            working_directory=working_directory,
+            use_output_paths=_supports_output_paths(capabilities),
+        )
+        command_digest, command_bytes = digest_of_message(command)
+        run.blobs.add_bytes(command_digest, command_bytes)
+
+        action = command_mod.build_action(
+            command_digest=command_digest.to_proto(),
+            input_root_digest=run.input_root.to_proto(),
+            timeout_s=self._config.action_timeout_s,
+            do_not_cache=request.cache_policy == goma_pb2.ExecReq.LOOKUP_ONLY,
+            platform=sorted_platform,
+        )
+        action_digest, action_bytes = digest_of_message(action)
+        run.blobs.add_bytes(action_digest, action_bytes)
+        run.action, run.action_digest = action, action_digest
+        run.response.cache_key = str(action_digest)
+
+    def _is_relocatable(self, run: ExecRun) -> bool:
+        request = run.request
+        try:
+            check_relocatable(request.command_spec.name, list(request.arg), list(request.env),
+                              windows=run.style is PathStyle.WINDOWS)
+        except NotRelocatable as exc:
+            run.not_relocatable_reason = str(exc)
+            log.info("request_not_relocatable", reason=str(exc),
+                     unknown_flag=isinstance(exc, UnknownFlag))
+            return False
+        return True
+
+    @staticmethod
+    def _root_relative_output(run: ExecRun, name: str) -> str:
+        try:
+            return root_rel(run.style, name, run.cwd, run.root)
+        except OutOfRoot:
+            raise BadRequest(f"output {name} is outside the exec root {run.root}") from None
+
+    async def _server_capabilities(self) -> re_pb2.ServerCapabilities:
+        if self._capabilities is None:
+            request = re_pb2.GetCapabilitiesRequest(instance_name=self._instance)
+            self._capabilities = await self._backend.get_capabilities(request)
+        return self._capabilities
+
+    # Phase 4 -----------------------------------------------------------------
+
+    async def _check_cache(self, run: ExecRun) -> re_pb2.ActionResult | None:
+        if run.request.cache_policy == goma_pb2.ExecReq.STORE_ONLY:
+            return None
+        assert run.action_digest is not None
+
+        request = re_pb2.GetActionResultRequest(instance_name=self._instance,
+                                                action_digest=run.action_digest.to_proto())
+        try:
+            result = await self._backend.get_action_result(request)
+        except BackendError as exc:
+            if exc.code != Code.NOT_FOUND:
+                log.warning("action_cache_lookup_failed", code=exc.code.name, error=exc.message)
+            return None
+
+        if result.exit_code != 0:
+            log.info("action_cache_hit_ignored", reason="non-zero exit", exit_code=result.exit_code)
+            run.request.cache_policy = goma_pb2.ExecReq.STORE_ONLY
+            return None
+        if await self._outputs_missing(result):
+            log.info("action_cache_hit_ignored", reason="outputs missing from the CAS")
+            return None
+        return result
+
+    async def _outputs_missing(self, result: re_pb2.ActionResult) -> bool:
+        digests = [DigestKey.of(f.digest) for f in result.output_files]
+        digests += [DigestKey.of(d.tree_digest) for d in result.output_directories]
+        for digest in (result.stdout_digest, result.stderr_digest):
+            if digest.size_bytes:
+                digests.append(DigestKey.of(digest))
+        return bool(await cas.find_missing_blobs(self._backend, self._instance, digests))
+
+    # Phases 5 and 6 ----------------------------------------------------------
+
+    async def _upload_inputs(self, run: ExecRun) -> bool:
+        config = self._config
+
+        with self._phase(run, "check_missing", config.check_missing_timeout_s) as scope:
+            missing = await cas.find_missing_blobs(self._backend, self._instance, list(run.blobs))
+        if scope.cancelled_caught:
+            raise GomaProxyError("FindMissingBlobs timed out", code=Code.DEADLINE_EXCEEDED)
+
+        with self._phase(run, "upload", config.upload_timeout_s) as scope:
+            done = await self._upload(run, missing)
+        if scope.cancelled_caught:
+            raise GomaProxyError("uploading inputs timed out", code=Code.DEADLINE_EXCEEDED)
+        return done
+
+    async def _upload(self, run: ExecRun, digests: list[DigestKey]) -> bool:
+        capabilities = await self._server_capabilities()
+        limit = cas.batch_byte_limit(capabilities.cache_capabilities.max_batch_total_size_bytes)
+
+        async def read(digest: DigestKey) -> bytes:
+            source = run.blobs.get(digest)
+            if source is None:
+                raise GomaProxyError(f"blob {digest} is not part of the request")
+            return await source.read()
+
+        failures = await cas.upload_blobs(self._backend, self._instance, digests, read,
+                                          byte_limit=limit, read_limiter=self._limiters.cas_blob_lookup)
+        run.uploaded += len(digests) - len(failures)
+        if not failures:
+            return False
+
+        named = []
+        for failure in failures:
+            source = run.blobs.get(failure.digest)
+            if source is not None and source.filename:
+                named.append((source.filename, failure.reason))
+        if not named:
+            reasons = "; ".join(f"{f.digest}: {f.reason}" for f in failures)
+            raise GomaProxyError(f"uploading {len(failures)} blobs failed: {reasons}",
+                                 code=Code.UNAVAILABLE)
+
+        fill_missing_inputs(run.response, run.request, named, limit=self._config.missing_input_limit)
+        run.missing = len(run.response.missing_input)
+        self._metrics.missing_inputs.inc(run.missing)
+        run.outcome = "missing_inputs"
+        return True
+
+    # Phase 7 -----------------------------------------------------------------
+
+    async def _execute(self, run: ExecRun) -> re_pb2.ExecuteResponse | None:
+        assert run.action_digest is not None
+        config = self._config
+        request = re_pb2.ExecuteRequest(
+            instance_name=self._instance,
+            action_digest=run.action_digest.to_proto(),
+            skip_cache_lookup=run.request.cache_policy == goma_pb2.ExecReq.STORE_ONLY,
+        )
+        policy = ExecutePolicy(max_attempts=config.execute_max_attempts,
+                               attempt_timeout_s=config.execute_attempt_timeout_s)
+
+        for reupload in range(MAX_PRECONDITION_REUPLOADS + 1):
+            with self._phase(run, "execute", config.execute_timeout_s) as scope:
+                outcome = await execute_and_wait(self._backend, request, policy)
+            if scope.cancelled_caught:
+                raise GomaProxyError("execution timed out", code=Code.DEADLINE_EXCEEDED)
+
+            response = outcome.response
+            status = response.status.code
+            if status == Code.OK:
+                return response
+
+            missing = _missing_blob_violations(response)
+            if status == Code.FAILED_PRECONDITION and missing and reupload < MAX_PRECONDITION_REUPLOADS:
+                log.info("execute_missing_blobs", blobs=len(missing), attempt=reupload)
+                if await self._upload(run, missing):
+                    return None
+                continue
+            raise _execute_status_error(response)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # Phase 8 -----------------------------------------------------------------
+
+    async def _respond(self, run: ExecRun, result: re_pb2.ActionResult, source: int) -> None:
+        config = self._config
+        run.response.cache_hit = source
+        self._metrics.cache.labels(source=goma_pb2.ExecResp.CacheSource.Name(source)).inc()
+
+        async def read_blob(digest: DigestKey) -> bytes:
+            return await cas.read_blob(self._backend, self._instance, digest)
+
+        context = OutputContext(
+            read_blob=read_blob,
+            store_blob=self._files.store_blob,
+            limiter=self._limiters.output_file,
+            paths=path_lib(run.style),
+            cwd=run.cwd,
+            root=run.root,
+            max_response_bytes=config.max_response_bytes,
+        )
+        with self._phase(run, "response", config.response_timeout_s) as scope:
+            await fill_exec_result(context, run.response, result)
+        if scope.cancelled_caught:
+            raise GomaProxyError("converting the action result timed out", code=Code.DEADLINE_EXCEEDED)
+        if run.response.error_message:
+            run.outcome = "internal"
+
+
+def _toolchain_path(argv0: str) -> str:
+    directory = argv0.rsplit("/", 1)[0] or "/"
+    standard = ["/usr/local/bin", "/usr/bin", "/bin"]
+    return ":".join(dict.fromkeys([directory, *standard]))
+
+
+def _supports_output_paths(capabilities: re_pb2.ServerCapabilities) -> bool:
+    high = capabilities.high_api_version
+    return (high.major, high.minor) >= (2, 1)
+
+
+def _missing_blob_violations(response: re_pb2.ExecuteResponse) -> list[DigestKey]:
+    from google.rpc import error_details_pb2
+
+    missing = []
+    for detail in response.status.details:
+        failure = error_details_pb2.PreconditionFailure()
+        if not detail.Unpack(failure):
+            continue
+        for violation in failure.violations:
+            if violation.type != "MISSING":
+                continue
+            parts = violation.subject.split("/")
+            if len(parts) >= 3 and parts[-3] == "blobs" and parts[-1].isdigit():
+                missing.append(DigestKey(parts[-2], int(parts[-1])))
+    return missing
+
+
+def _execute_status_error(response: re_pb2.ExecuteResponse) -> GomaProxyError:
+    value = response.status.code
+    code = Code(value) if value in Code._value2member_map_ else Code.UNKNOWN
+    message = response.status.message or response.message or "no message"
+    if code in (Code.CANCELLED, Code.DEADLINE_EXCEEDED, Code.ABORTED, Code.UNAUTHENTICATED):
+        return GomaProxyError(f"execution ended with {code.name}: {message}", code=code)
+    return GomaProxyError(f"exec error: {code.name}: {message}", code=Code.INTERNAL)

@@ -1,0 +1,88 @@
+"""Build the REAPI Command and Action of a goma request (pure functions)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from google.protobuf import duration_pb2
+
+from gomaproxy.errors import BadRequest
+from gomaproxy.protos import remote_execution_pb2 as re_pb2
+
+# Environment variables that compiles must not see because they name the client's
+# absolute working directory; dropped for relocatable requests.
+CWD_VARIABLES = ("PWD",)
+
+
+def parse_environment(entries: Iterable[str]) -> dict[str, str]:
+    """Split ``NAME=value`` entries; a later entry for a name replaces an earlier one.
+
+    Raises:
+        BadRequest: an entry has no ``=``.
+    """
+    variables: dict[str, str] = {}
+    for entry in entries:
+        name, sep, value = entry.partition("=")
+        if not sep or not name:
+            raise BadRequest(f"environment entry {entry!r} is not NAME=value")
+        variables[name] = value
+    return variables
+
+
+def sorted_platform(properties: Mapping[str, str]) -> re_pb2.Platform:
+    """Return a Platform with properties sorted by name, then value, in byte order."""
+    platform = re_pb2.Platform()
+    for name, value in sorted(properties.items(), key=lambda item: (item[0].encode(), item[1].encode())):
+        platform.properties.add(name=name, value=value)
+    return platform
+
+
+def build_command(
+    *,
+    arguments: Sequence[str],
+    environment: Mapping[str, str],
+    output_files: Iterable[str],
+    output_directories: Iterable[str],
+    platform: re_pb2.Platform,
+    working_directory: str,
+    use_output_paths: bool,
+) -> re_pb2.Command:
+    """Return the Command; ``use_output_paths`` selects the REAPI 2.1 ``output_paths`` field
+    over the older ``output_files`` and ``output_directories``."""
+    if not arguments:
+        raise BadRequest("the request has no arguments to run")
+
+    command = re_pb2.Command(arguments=list(arguments), working_directory=working_directory)
+    for name in sorted(environment, key=str.encode):
+        command.environment_variables.add(name=name, value=environment[name])
+
+    files = sorted(set(output_files), key=str.encode)
+    directories = sorted(set(output_directories), key=str.encode)
+    if use_output_paths:
+        command.output_paths.extend(sorted(set(files) | set(directories), key=str.encode))
+    else:
+        command.output_files.extend(files)
+        command.output_directories.extend(directories)
+
+    command.platform.CopyFrom(platform)
+    return command
+
+
+def build_action(
+    *,
+    command_digest: re_pb2.Digest,
+    input_root_digest: re_pb2.Digest,
+    timeout_s: float,
+    do_not_cache: bool,
+    platform: re_pb2.Platform,
+) -> re_pb2.Action:
+    """Return the Action.  The platform is on the Action too, where REAPI 2.2 servers read it."""
+    action = re_pb2.Action(do_not_cache=do_not_cache)
+    action.command_digest.CopyFrom(command_digest)
+    action.input_root_digest.CopyFrom(input_root_digest)
+    if timeout_s > 0:
+        action.timeout.CopyFrom(duration_pb2.Duration(seconds=int(timeout_s),
+                                                      nanos=int((timeout_s % 1) * 1e9)))
+    if platform.properties:
+        action.platform.CopyFrom(platform)
+    return action
