@@ -42,7 +42,7 @@ from gomaproxy.exec.inputs import GomaFiles, InputResolver
 from gomaproxy.exec.inventory import Inventory, Toolchain, apply_client_platform, bad_request
 from gomaproxy.exec.merkle import MerkleTree
 from gomaproxy.exec.missing import fill_missing_inputs
-from gomaproxy.exec.outputs import gcc_outputs
+from gomaproxy.exec.outputs import command_output_dirs, command_output_files
 from gomaproxy.exec.relocatable import NotRelocatable, UnknownFlag, check_relocatable
 from gomaproxy.exec.response import OutputContext, fill_exec_result
 from gomaproxy.metrics import ExecMetrics
@@ -57,7 +57,6 @@ log = structlog.get_logger(__name__)
 # Re-uploads after the backend reports inputs missing at Execute time, before the
 # request is answered with missing inputs instead.
 MAX_PRECONDITION_REUPLOADS = 2
-GCC_LIKE = frozenset({"gcc", "g++", "clang", "clang++"})
 
 
 @dataclass
@@ -361,7 +360,7 @@ class Adapter:
         candidates = [*spec.cxx_system_include_path, *spec.system_include_path,
                       *spec.system_framework_path]
         candidates += [lib.dir(name) for name in self._outputs(run)]
-        candidates += list(run.request.expected_output_dirs)
+        candidates += self._output_dirs(run)
 
         directories = []
         for name in candidates:
@@ -376,11 +375,16 @@ class Adapter:
     @staticmethod
     def _outputs(run: ExecRun) -> list[str]:
         request = run.request
-        if request.expected_output_files or request.expected_output_dirs:
-            return list(request.expected_output_files)
-        if request.command_spec.name in GCC_LIKE:
-            return gcc_outputs(list(request.arg))
-        return []
+        return command_output_files(request.command_spec.name, list(request.arg),
+                                    list(request.expected_output_files),
+                                    list(request.expected_output_dirs))
+
+    @staticmethod
+    def _output_dirs(run: ExecRun) -> list[str]:
+        request = run.request
+        return command_output_dirs(request.command_spec.name, list(request.arg),
+                                   list(request.expected_output_files),
+                                   list(request.expected_output_dirs))
 
     # Phase 3 -----------------------------------------------------------------
 
@@ -413,7 +417,7 @@ class Adapter:
 
         working_directory = root_rel(run.style, request.cwd, run.cwd, run.root)
         outputs = [self._root_relative_output(run, name) for name in self._outputs(run)]
-        output_dirs = [self._root_relative_output(run, name) for name in request.expected_output_dirs]
+        output_dirs = [self._root_relative_output(run, name) for name in self._output_dirs(run)]
 
         capabilities = await self._server_capabilities()
         sorted_platform = command_mod.sorted_platform(platform)
