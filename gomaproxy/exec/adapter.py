@@ -144,6 +144,10 @@ class Adapter:
             GomaProxyError: backend failures and deadlines; the frontend maps the code to
                 an HTTP status so the client retries or falls back.
         """
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            return await self._exec(request)
+
+    async def _exec(self, request: goma_pb2.ExecReq) -> goma_pb2.ExecResp:
         run = ExecRun(request)
         started = time.perf_counter()
         retry = request.requester_info.retry
