@@ -8,25 +8,42 @@ with behaviour each test chooses.  Every test runs under a hard time cap.
 from __future__ import annotations
 
 import gzip
+import json
+import os
+import random
+import re
+import stat
+import sys
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import h11
 import pytest
 import trio
 
+import gomaproxy
+from gomaproxy.client.cc import (
+    LauncherOptions,
+    RemoteCompileError,
+    retry_delay,
+    run_remote_compile,
+)
 from gomaproxy.client.http import (
     USER_AGENT,
     GomaHttpClient,
     HttpStatusError,
     ServerAddress,
 )
-from gomaproxy.goma.blob import hash_key
+from gomaproxy.goma.blob import ChunkSize, blob_for_content, chunked_file, file_blob, hash_key
 from gomaproxy.goma.codec import decode_request_body
 from gomaproxy.protos import goma_data_pb2 as goma_pb2
 
 TIME_CAP_SECONDS = 30
+
+REPO_ROOT = str(Path(gomaproxy.__file__).resolve().parent.parent)
 
 
 # ---------------------------------------------------------------------------------------
@@ -362,10 +379,10 @@ async def test_http_client_decodes_chunked_responses(
 
     with trio.fail_after(TIME_CAP_SECONDS):
         async with client_for(server) as client:
-            answer = await client.lookup_file(goma_pb2.LookupFileReq(hash_key=[hash_key(blob)]))
+            first = await client.lookup_file(goma_pb2.LookupFileReq(hash_key=[hash_key(blob)]))
             again = await client.lookup_file(goma_pb2.LookupFileReq(hash_key=[hash_key(blob)]))
 
-    assert answer == response
+    assert first == response
     assert again == response
     assert server.connections == 1
 
@@ -410,3 +427,484 @@ async def test_http_client_rejects_missing_required_field(nursery: trio.Nursery)
                 await client.exec(sample_exec_request())
 
     assert getattr(caught.value, "retryable", False)
+
+
+# ---------------------------------------------------------------------------------------
+# A fake goma service for whole launcher runs.
+
+MiB = 1024 * 1024
+OLD_SECONDS = 3600.0
+COMPILE_TIME_CAP_SECONDS = 120
+
+ExecScript = Callable[[goma_pb2.ExecReq, int], Reply]
+
+
+@dataclass
+class FakeGoma:
+    """Serves /ping, /s and /l from an in-memory blob store and /e from ``exec_script``.
+
+    ``exec_script`` receives each ExecReq with its 0-based call number.
+    """
+
+    exec_script: ExecScript
+    blobs: dict[str, goma_pb2.FileBlob] = field(default_factory=dict)
+    exec_requests: list[goma_pb2.ExecReq] = field(default_factory=list)
+    store_requests: list[goma_pb2.StoreFileReq] = field(default_factory=list)
+    lookup_requests: list[goma_pb2.LookupFileReq] = field(default_factory=list)
+
+    def __call__(self, request: RecordedRequest) -> Reply:
+        if request.target.endswith("/ping"):
+            return Reply(body=b"ok\n")
+        if request.target.endswith("/s"):
+            return self._store(goma_pb2.StoreFileReq.FromString(request.payload))
+        if request.target.endswith("/l"):
+            return self._lookup(goma_pb2.LookupFileReq.FromString(request.payload))
+
+        exec_request = goma_pb2.ExecReq.FromString(request.payload)
+        self.exec_requests.append(exec_request)
+        return self.exec_script(exec_request, len(self.exec_requests) - 1)
+
+    def _store(self, request: goma_pb2.StoreFileReq) -> Reply:
+        self.store_requests.append(request)
+        keys = []
+        for blob in request.blob:
+            self.blobs[hash_key(blob)] = blob
+            keys.append(hash_key(blob))
+        return Reply(body=goma_pb2.StoreFileResp(hash_key=keys).SerializeToString())
+
+    def _lookup(self, request: goma_pb2.LookupFileReq) -> Reply:
+        self.lookup_requests.append(request)
+        unknown = goma_pb2.FileBlob(blob_type=goma_pb2.FileBlob.FILE_UNSPECIFIED)
+        blobs = [self.blobs.get(key, unknown) for key in request.hash_key]
+        return Reply(body=goma_pb2.LookupFileResp(blob=blobs).SerializeToString())
+
+
+def echoed_spec(request: goma_pb2.ExecReq) -> goma_pb2.CommandSpec:
+    sent = request.command_spec
+    return goma_pb2.CommandSpec(
+        name=sent.name, version=sent.version, target=sent.target, binary_hash=sent.binary_hash
+    )
+
+
+def result_reply(
+    request: goma_pb2.ExecReq,
+    *,
+    exit_status: int = 0,
+    stdout: bytes = b"",
+    stderr: bytes = b"",
+    outputs: tuple[tuple[str, goma_pb2.FileBlob], ...] = (),
+) -> Reply:
+    """Reply with a finished compile that echoes the requested compiler."""
+    result = goma_pb2.ExecResult(
+        exit_status=exit_status,
+        stdout_buffer=stdout,
+        stderr_buffer=stderr,
+        command_spec=echoed_spec(request),
+    )
+    for filename, blob in outputs:
+        result.output.add(filename=filename, blob=blob)
+    response = goma_pb2.ExecResp(result=result, cache_key="key-1")
+    return Reply(body=response.SerializeToString())
+
+
+def missing_reply(request: goma_pb2.ExecReq, filenames: list[str]) -> Reply:
+    """Reply that the server lacks ``filenames``, as goma servers do: exit_status -1."""
+    response = goma_pb2.ExecResp(
+        result=goma_pb2.ExecResult(exit_status=-1, command_spec=echoed_spec(request)),
+        missing_input=filenames,
+        missing_reason=["not found in blob store"] * len(filenames),
+    )
+    return Reply(body=response.SerializeToString())
+
+
+def object_output(content: bytes = b"OBJ") -> tuple[tuple[str, goma_pb2.FileBlob], ...]:
+    return (("a.o", file_blob(content)),)
+
+
+def backdate(path: Path, seconds: float = OLD_SECONDS) -> None:
+    stamp = time.time() - seconds
+    os.utime(path, (stamp, stamp))
+
+
+def make_project(directory: Path, header: bytes = b"") -> Path:
+    """Write a.c, which includes big.h, and an old big.h of ``header`` bytes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "a.c").write_text('#include "big.h"\nint main(void) { return 0; }\n')
+    (directory / "big.h").write_bytes(header or b"/* " + b"h" * 2000 + b" */\n")
+    backdate(directory / "big.h")
+    return directory
+
+
+async def start_goma(nursery: trio.Nursery, script: ExecScript) -> tuple[FakeGoma, FakeGomaServer]:
+    goma = FakeGoma(exec_script=script)
+    server = await start_server(nursery, goma)
+    return goma, server
+
+
+def options_for(server: FakeGomaServer, state_dir: Path) -> LauncherOptions:
+    """Return launcher options for ``server`` with a 10 ms first retry wait."""
+    return LauncherOptions(
+        server=f"http://127.0.0.1:{server.port}", state_dir=state_dir, retry_backoff_seconds=0.01
+    )
+
+
+def input_named(request: goma_pb2.ExecReq, filename: str) -> goma_pb2.ExecReq.Input:
+    return next(entry for entry in request.input if entry.filename == filename)
+
+
+COMPILE = ["gcc", "-c", "a.c", "-o", "a.o"]
+
+
+# ---------------------------------------------------------------------------------------
+# Whole launcher runs.
+
+
+async def test_cc_missing_input_embedded_next_round(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """A missing old header is embedded in the second Exec, whose retry field is 1."""
+    project = make_project(tmp_path / "src")
+    header = (project / "big.h").read_bytes()
+
+    def script(request: goma_pb2.ExecReq, call: int) -> Reply:
+        if call == 0:
+            return missing_reply(request, ["big.h"])
+        return result_reply(request, outputs=object_output())
+
+    goma, server = await start_goma(nursery, script)
+
+    with trio.fail_after(COMPILE_TIME_CAP_SECONDS):
+        outcome = await run_remote_compile(
+            options_for(server, tmp_path / "state"), COMPILE, str(project)
+        )
+
+    first, second = goma.exec_requests
+    assert [request.requester_info.retry for request in goma.exec_requests] == [0, 1]
+    assert not input_named(first, "big.h").HasField("content")
+    assert input_named(second, "big.h").content == file_blob(header)
+    assert input_named(first, "big.h").hash_key == hash_key(file_blob(header))
+    assert input_named(first, "a.c").HasField("content")
+    assert outcome.exit_status == 0
+    assert outcome.stats.exec_calls == 2
+    assert outcome.stats.missing_rounds == 1
+    assert outcome.outputs == ["a.o"]
+    assert (project / "a.o").read_bytes() == b"OBJ"
+
+
+async def test_cc_request_mirrors_compiler_proxy(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """The ExecReq carries argv as typed, filtered env, probes and requester info."""
+    project = make_project(tmp_path / "src")
+    goma, server = await start_goma(
+        nursery, lambda request, _: result_reply(request, outputs=object_output())
+    )
+    environ = {**os.environ, "CPATH": "/opt/include", "SECRET_TOKEN": "x", "PWD": "/elsewhere"}
+
+    with trio.fail_after(COMPILE_TIME_CAP_SECONDS):
+        await run_remote_compile(
+            options_for(server, tmp_path / "state"), COMPILE, str(project), environ=environ
+        )
+
+    (request,) = goma.exec_requests
+    info = request.requester_info
+    assert list(request.arg) == COMPILE
+    assert list(request.env) == [f"PWD={project}", "CPATH=/opt/include"]
+    assert request.cwd == str(project)
+    assert list(request.expected_output_files) == ["a.o"]
+    assert request.hermetic_mode
+    assert request.HasField("trace")
+    assert not request.trace
+    assert not request.HasField("requester_env")
+    assert request.command_spec.name == "gcc"
+    assert len(request.command_spec.binary_hash) == 64
+    assert list(request.command_spec.system_include_path)
+    assert not list(request.command_spec.cxx_system_include_path)
+    filenames = [entry.filename for entry in request.input]
+    assert filenames == sorted(filenames)
+    assert {"a.c", "big.h"} <= set(filenames)
+    assert info.api_version == 2
+    assert info.pid == os.getpid()
+    assert info.retry == 0
+    assert list(info.dimensions) == ["os:linux"]
+    assert info.path_style == goma_pb2.RequesterInfo.POSIX_STYLE
+    assert re.fullmatch(r"anonymous@[0-9a-f]{64}:8088/\d+/\d+", info.compiler_proxy_id)
+
+
+async def test_cc_uploads_chunks_in_fives(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """A missing 11 MiB header is stored through /s, five chunks at most per request."""
+    filler = b"/* " + b"c" * (11 * MiB) + b" */\n"
+    project = make_project(tmp_path / "src", header=filler)
+    meta, chunks = blob_for_content(filler)
+
+    def script(request: goma_pb2.ExecReq, call: int) -> Reply:
+        if call == 0:
+            return missing_reply(request, ["big.h"])
+        return result_reply(request, outputs=object_output())
+
+    goma, server = await start_goma(nursery, script)
+
+    with trio.fail_after(COMPILE_TIME_CAP_SECONDS):
+        outcome = await run_remote_compile(
+            options_for(server, tmp_path / "state"), COMPILE, str(project)
+        )
+
+    first, second = goma.exec_requests
+    stored = [blob for request in goma.store_requests for blob in request.blob]
+    assert len(chunks) == 6
+    assert [len(request.blob) for request in goma.store_requests] == [5, 1]
+    assert stored == list(chunks)
+    assert all(request.requester_info.retry == 1 for request in goma.store_requests)
+    assert input_named(first, "big.h").hash_key == hash_key(meta)
+    assert not input_named(first, "big.h").HasField("content")
+    assert input_named(second, "big.h").content == meta
+    assert all(key in goma.blobs for key in meta.hash_key)
+    assert outcome.stats.uploaded_chunks == 6
+
+
+async def test_cc_downloads_file_meta_output(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """A FILE_META output is fetched through /l, five keys per request, at its offsets."""
+    project = make_project(tmp_path / "src")
+    content = random.Random(7).randbytes(21 * MiB + 123)
+    served = chunked_file(content, ChunkSize.TOTAL)
+
+    def script(request: goma_pb2.ExecReq, call: int) -> Reply:
+        return result_reply(request, outputs=(("a.o", served.meta),))
+
+    goma, server = await start_goma(nursery, script)
+    goma.blobs.update({hash_key(chunk): chunk for chunk in served.chunks})
+
+    with trio.fail_after(COMPILE_TIME_CAP_SECONDS):
+        outcome = await run_remote_compile(
+            options_for(server, tmp_path / "state"), COMPILE, str(project)
+        )
+
+    assert [len(request.hash_key) for request in goma.lookup_requests] == [5, 5, 1]
+    assert [key for request in goma.lookup_requests for key in request.hash_key] == list(
+        served.meta.hash_key
+    )
+    assert (project / "a.o").read_bytes() == content
+    assert outcome.outputs == ["a.o"]
+
+
+async def test_cc_failed_download_retries_store_only(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """An output whose chunks cannot be fetched makes the next Exec STORE_ONLY."""
+    project = make_project(tmp_path / "src")
+    unreachable = chunked_file(b"z" * (3 * MiB), ChunkSize.TOTAL).meta
+
+    def script(request: goma_pb2.ExecReq, call: int) -> Reply:
+        if call == 0:
+            return result_reply(request, outputs=(("a.o", unreachable),))
+        return result_reply(request, outputs=object_output(b"FRESH"))
+
+    goma, server = await start_goma(nursery, script)
+
+    with trio.fail_after(COMPILE_TIME_CAP_SECONDS):
+        outcome = await run_remote_compile(
+            options_for(server, tmp_path / "state"), COMPILE, str(project)
+        )
+
+    first, second = goma.exec_requests
+    assert not first.HasField("cache_policy")
+    assert second.cache_policy == goma_pb2.ExecReq.STORE_ONLY
+    assert second.requester_info.retry == 1
+    assert (project / "a.o").read_bytes() == b"FRESH"
+    assert outcome.exit_status == 0
+    assert not list(project.glob(".a.o.*"))
+
+
+async def test_cc_retry_cap_on_503(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """Repeated 503 responses stop the compile after exactly 5 Exec calls."""
+    project = make_project(tmp_path / "src")
+    goma, server = await start_goma(nursery, lambda _request, _call: Reply(status=503))
+
+    with trio.fail_after(COMPILE_TIME_CAP_SECONDS), pytest.raises(RemoteCompileError) as caught:
+        await run_remote_compile(options_for(server, tmp_path / "state"), COMPILE, str(project))
+
+    assert [request.requester_info.retry for request in goma.exec_requests] == [0, 1, 2, 3, 4]
+    assert caught.value.stats.exec_calls == 5
+    assert "503" in caught.value.messages[0]
+    assert caught.value.fallback_allowed
+
+
+async def test_cc_error_message_is_retried(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """An error_message response with error OK makes the launcher send the Exec again."""
+    project = make_project(tmp_path / "src")
+
+    def script(request: goma_pb2.ExecReq, call: int) -> Reply:
+        if call == 0:
+            response = goma_pb2.ExecResp(error_message=["backend busy"])
+            return Reply(body=response.SerializeToString())
+        return result_reply(request, outputs=object_output())
+
+    goma, server = await start_goma(nursery, script)
+
+    with trio.fail_after(COMPILE_TIME_CAP_SECONDS):
+        outcome = await run_remote_compile(
+            options_for(server, tmp_path / "state"), COMPILE, str(project)
+        )
+
+    assert [request.requester_info.retry for request in goma.exec_requests] == [0, 1]
+    assert outcome.exit_status == 0
+
+
+async def test_cc_bad_request_not_retried(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """BAD_REQUEST without binary_hash ends the compile after one call: no compiler."""
+    project = make_project(tmp_path / "src")
+
+    def script(request: goma_pb2.ExecReq, call: int) -> Reply:
+        spec = echoed_spec(request)
+        spec.ClearField("binary_hash")
+        response = goma_pb2.ExecResp(
+            error=goma_pb2.ExecResp.BAD_REQUEST,
+            result=goma_pb2.ExecResult(exit_status=-1, command_spec=spec),
+        )
+        return Reply(body=response.SerializeToString())
+
+    goma, server = await start_goma(nursery, script)
+
+    with trio.fail_after(COMPILE_TIME_CAP_SECONDS), pytest.raises(RemoteCompileError) as caught:
+        await run_remote_compile(options_for(server, tmp_path / "state"), COMPILE, str(project))
+
+    assert len(goma.exec_requests) == 1
+    assert "no matching compiler on the server" in caught.value.messages[0]
+
+
+async def test_cc_hermetic_version_mismatch(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """A result from a compiler with another version fails the compile, naming the field."""
+    project = make_project(tmp_path / "src")
+
+    def script(request: goma_pb2.ExecReq, call: int) -> Reply:
+        reply = result_reply(request, outputs=object_output())
+        response = goma_pb2.ExecResp.FromString(reply.body)
+        response.result.command_spec.version = "99[other]"
+        return Reply(body=response.SerializeToString())
+
+    goma, server = await start_goma(nursery, script)
+
+    with trio.fail_after(COMPILE_TIME_CAP_SECONDS), pytest.raises(RemoteCompileError) as caught:
+        await run_remote_compile(options_for(server, tmp_path / "state"), COMPILE, str(project))
+
+    assert len(goma.exec_requests) == 1
+    assert "version" in caught.value.messages[0]
+    assert not (project / "a.o").exists()
+
+
+async def test_cc_second_compile_sends_keys_only(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """After a clean compile, the same old inputs go by key only and tiny ones embedded."""
+    project = make_project(tmp_path / "src")
+    backdate(project / "a.c")
+    goma, server = await start_goma(
+        nursery, lambda request, _: result_reply(request, outputs=object_output())
+    )
+    options = options_for(server, tmp_path / "state")
+
+    with trio.fail_after(COMPILE_TIME_CAP_SECONDS):
+        await run_remote_compile(options, COMPILE, str(project))
+        await run_remote_compile(options, COMPILE, str(project))
+
+    first, second = goma.exec_requests
+    assert not input_named(first, "big.h").HasField("content")
+    assert not input_named(second, "big.h").HasField("content")
+    assert input_named(second, "a.c").HasField("content")
+
+
+async def test_cc_outputs_written_with_umask(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """Outputs get 0o666, or 0o777 when executable, minus the process umask."""
+    project = make_project(tmp_path / "src")
+
+    def script(request: goma_pb2.ExecReq, call: int) -> Reply:
+        reply = result_reply(request, outputs=object_output())
+        response = goma_pb2.ExecResp.FromString(reply.body)
+        response.result.output.add(filename="tool", blob=file_blob(b"#!"), is_executable=True)
+        return Reply(body=response.SerializeToString())
+
+    _, server = await start_goma(nursery, script)
+    mask = os.umask(0o022)
+    try:
+        with trio.fail_after(COMPILE_TIME_CAP_SECONDS):
+            await run_remote_compile(options_for(server, tmp_path / "state"), COMPILE, str(project))
+    finally:
+        os.umask(mask)
+
+    assert stat.S_IMODE((project / "a.o").stat().st_mode) == 0o644
+    assert stat.S_IMODE((project / "tool").stat().st_mode) == 0o755
+
+
+async def test_cc_main_passes_exit_status_and_output(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """The launcher process prints remote stdout/stderr unchanged and exits with its status."""
+    project = make_project(tmp_path / "src")
+    remote_stdout = b"remote out\x00\xff\n"
+    remote_stderr = b"a.c:1: warning: remote\n"
+    _, server = await start_goma(
+        nursery,
+        lambda request, _: result_reply(
+            request, exit_status=3, stdout=remote_stdout, stderr=remote_stderr
+        ),
+    )
+    report = tmp_path / "report.json"
+    env = {
+        **os.environ,
+        "PYTHONPATH": REPO_ROOT,
+        "GOMAPROXY_CLIENT_STATE_DIR": str(tmp_path / "state"),
+    }
+    command = [
+        sys.executable, "-m", "gomaproxy.client.cc",
+        "--server", f"http://127.0.0.1:{server.port}", "--report", str(report),
+        "--", *COMPILE,
+    ]  # fmt: skip
+
+    with trio.fail_after(COMPILE_TIME_CAP_SECONDS):
+        process = await trio.run_process(
+            command,
+            cwd=str(project),
+            env=env,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+
+    summary = json.loads(report.read_text())
+    assert process.returncode == 3
+    assert process.stdout == remote_stdout
+    assert process.stderr == remote_stderr
+    assert summary["exit_status"] == 3
+    assert summary["cache_hit"] == "NO_CACHE"
+    assert summary["cache_key"] == "key-1"
+    assert summary["exec_calls"] == 1
+    assert summary["missing_rounds"] == 0
+    assert summary["uploaded_chunks"] == 0
+    assert summary["embedded_bytes"] > 0
+    assert summary["outputs"] == []
+
+
+async def test_cc_main_reports_failure_on_stderr(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """A failed remote compile prints one prefixed line per message and exits 1."""
+    project = make_project(tmp_path / "src")
+    _, server = await start_goma(nursery, lambda _request, _call: Reply(status=403))
+    env = {**os.environ, "PYTHONPATH": REPO_ROOT, "GOMAPROXY_CLIENT_STATE_DIR": str(tmp_path)}
+    command = [
+        sys.executable, "-m", "gomaproxy.client.cc",
+        "--server", f"http://127.0.0.1:{server.port}", "--", *COMPILE,
+    ]  # fmt: skip
+
+    with trio.fail_after(COMPILE_TIME_CAP_SECONDS):
+        process = await trio.run_process(
+            command,
+            cwd=str(project),
+            env=env,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+
+    assert process.returncode == 1
+    assert process.stdout == b""
+    assert process.stderr.startswith(b"gomaproxy cc: goma server returned HTTP 403")
+    assert process.stderr.count(b"\n") == 1
+
+
+def test_retry_delay_grows_and_caps() -> None:
+    """Waits start at the base, grow 1.4 times per failure, stop at 5 s, and vary 60-100 %."""
+    rng = random.Random(3)
+
+    for failures, ceiling in [(1, 0.5), (2, 0.7), (3, 0.98), (10, 5.0), (30, 5.0)]:
+        delays = [retry_delay(failures, 0.5, rng) for _ in range(200)]
+        assert min(delays) >= 0.6 * ceiling - 1e-9
+        assert max(delays) <= ceiling + 1e-9
