@@ -19,6 +19,7 @@ import pytest
 import trio
 from prometheus_client import CollectorRegistry
 
+import gomaproxy
 from gomaproxy.config import Config
 from gomaproxy.proxy import GomaProxy, open_proxy
 
@@ -53,6 +54,8 @@ int main(void) {
 }
 """
 HEADER = b"#define SCALE 1\n"
+# The directory that holds the gomaproxy package, so the launcher imports this checkout.
+PACKAGE_ROOT = Path(gomaproxy.__file__).resolve().parent.parent
 BROKEN = b"int broken(void) { return undeclared_name }\n"
 
 
@@ -82,7 +85,8 @@ async def _cc(server: str, cwd: Path, report: Path, *args: str) -> subprocess.Co
     command = [sys.executable, "-m", "gomaproxy", "cc", "--server", server, "--report", str(report),
                "--", *args]
     client_state = cwd / ".client-state"
-    env = {"PATH": "/usr/bin:/bin", "GOMAPROXY_CLIENT_STATE_DIR": str(client_state), "HOME": str(cwd)}
+    env = {"PATH": "/usr/bin:/bin", "GOMAPROXY_CLIENT_STATE_DIR": str(client_state), "HOME": str(cwd),
+           "PYTHONPATH": str(PACKAGE_ROOT)}
     return await trio.run_process(command, cwd=cwd, env=env, capture_stdout=True, capture_stderr=True,
                                   check=False)
 
