@@ -435,11 +435,14 @@ def parse_command_line(
     env = os.environ if environ is None else environ
     parser = _argument_parser(env)
 
-    if "--" not in argv:
+    arguments = list(argv)
+    split = arguments.index("--") if "--" in arguments else len(arguments)
+    namespace, unknown = parser.parse_known_args(arguments[:split])
+    if split == len(arguments):
         parser.error("missing '--' before the compiler command, as in: gomaproxy cc -- gcc ...")
-    split = list(argv).index("--")
-    namespace = parser.parse_args(list(argv[:split]))
-    command = list(argv[split + 1 :])
+    if unknown:
+        parser.error(f"unrecognized options before '--': {' '.join(unknown)}")
+    command = arguments[split + 1 :]
     if not command:
         parser.error("missing compiler command after '--'")
 

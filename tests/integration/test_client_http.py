@@ -26,8 +26,10 @@ import trio
 
 import gomaproxy
 from gomaproxy.client.cc import (
+    DEFAULT_SERVER,
     LauncherOptions,
     RemoteCompileError,
+    parse_command_line,
     retry_delay,
     run_remote_compile,
 )
@@ -908,3 +910,40 @@ def test_retry_delay_grows_and_caps() -> None:
         delays = [retry_delay(failures, 0.5, rng) for _ in range(200)]
         assert min(delays) >= 0.6 * ceiling - 1e-9
         assert max(delays) <= ceiling + 1e-9
+
+
+def test_parse_command_line_splits_at_double_dash() -> None:
+    """Options come before '--', the compile command after it, argv[0] kept as typed."""
+    options, command = parse_command_line(
+        ["--server", "http://[::1]:9000", "--report", "r.json", "-v", "--", "cc", "-c", "-o", "x"],
+        environ={},
+    )
+
+    assert options.server == "http://[::1]:9000"
+    assert options.report == Path("r.json")
+    assert options.verbose
+    assert not options.local_fallback
+    assert options.url_prefix == "/cxx-compiler-service"
+    assert command == ["cc", "-c", "-o", "x"]
+
+
+def test_parse_command_line_server_default() -> None:
+    """The server comes from GOMAPROXY_SERVER, else the local default."""
+    from_env, _ = parse_command_line(["--", "gcc"], environ={"GOMAPROXY_SERVER": "http://h:1"})
+    default, _ = parse_command_line(["--", "gcc"], environ={})
+
+    assert from_env.server == "http://h:1"
+    assert default.server == DEFAULT_SERVER
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["gcc", "-c", "a.c"], ["--server", "http://h"], ["--"], ["--bogus", "--", "gcc"]],
+    ids=["no-double-dash", "options-only", "empty-command", "unknown-option"],
+)
+def test_parse_command_line_usage_errors(argv: list[str]) -> None:
+    """A missing '--', an empty command or an unknown option exits with status 2."""
+    with pytest.raises(SystemExit) as caught:
+        parse_command_line(argv, environ={})
+
+    assert caught.value.code == 2
