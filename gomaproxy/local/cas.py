@@ -1,0 +1,616 @@
+"""The local content-addressed store: blobs on disk, named by their sha256 digest.
+
+Each blob lives at ``<root>/<hash[:2]>/<hash>`` with mode 0444, so the executor can
+hard-link it into an action's input root.  Writes go to ``<root>/tmp`` first and are
+renamed into place only after their sha256 and size match the digest, so a reader never
+sees a partial blob.  The empty blob is always present and has no file.
+
+Theory of operation: the in-memory index (``_sizes``, in least-recently-used order) is the
+source of truth for what the store holds.  Only the event-loop thread changes it, and never
+with an ``await`` between reading and writing it.  When the total size passes the cap, the
+least recently used unpinned blobs are renamed into ``<root>/trash`` in the same
+step that drops them from the index, and the files are deleted later in a worker thread.
+A writer pins its digest for the whole write, so a blob being written is never picked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TypeVar, final
+
+import anyio
+import anyio.to_thread
+import structlog
+from google.protobuf.message import DecodeError, Message
+
+from gomaproxy.digest import DigestKey, digest_of_message, is_valid_hash
+from gomaproxy.errors import BackendError, Code
+
+log = structlog.get_logger(__name__)
+
+# Bytes per read or write call of the streaming paths; also the ByteStream chunk size.
+CHUNK_BYTES = 1024 * 1024
+
+BLOB_MODE = 0o444
+
+# Upper bound for file deletions during cleanup, which run shielded from cancellation.
+_DELETE_TIMEOUT_S = 30.0
+
+MessageT = TypeVar("MessageT", bound=Message)
+
+
+def blob_mismatch_error(expected: DigestKey, actual: DigestKey) -> BackendError:
+    """Build the error for content whose sha256 or size differs from its declared digest."""
+    return BackendError(
+        Code.INVALID_ARGUMENT,
+        f"blob content does not match its digest: expected {expected}, got {actual}; "
+        "send the content together with its own digest",
+    )
+
+
+def plan_eviction(
+    sizes_in_lru_order: Iterable[tuple[DigestKey, int]],
+    total_bytes: int,
+    max_bytes: int,
+    pinned: Callable[[DigestKey], bool],
+) -> list[DigestKey]:
+    """Pick the least recently used unpinned blobs to remove until the total fits ``max_bytes``.
+
+    Returns fewer blobs than needed when the rest are pinned.  The store then stays over
+    its cap until the pins are released and the next write evicts again.
+    """
+    victims: list[DigestKey] = []
+    for key, size in sizes_in_lru_order:
+        if total_bytes <= max_bytes:
+            break
+        if pinned(key):
+            continue
+        victims.append(key)
+        total_bytes -= size
+    return victims
+
+
+@dataclass
+class PinSet:
+    """Digests pinned by one owner and released together when its ``pinned()`` block ends."""
+
+    _store: ContentAddressableStorage
+    keys: set[DigestKey] = field(default_factory=set)
+
+    def add(self, key: DigestKey) -> None:
+        """Pin ``key`` until the block ends; adding a key twice pins it once."""
+        if key in self.keys:
+            return
+        self.keys.add(key)
+        self._store._pin(key)
+
+    def update(self, keys: Iterable[DigestKey]) -> None:
+        for key in keys:
+            self.add(key)
+
+
+@final
+class ContentAddressableStorage:
+    """A size-capped blob store on disk with least-recently-used eviction.
+
+    Use ``open`` to build one from what is already on disk.  All methods must be called
+    from the event-loop thread that owns the store.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_bytes: int,
+        on_size_change: Callable[[int], None] | None = None,
+    ) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, not {max_bytes}")
+
+        self.root = root
+        self.max_bytes = max_bytes
+        self._on_size_change = on_size_change
+        self._tmp_dir = root / "tmp"
+        self._trash_dir = root / "trash"
+        # Blob sizes by digest, least recently used first.  Holds no entry for the empty blob.
+        self._sizes: OrderedDict[DigestKey, int] = OrderedDict()
+        # Sum of the values of _sizes.
+        self._total_bytes = 0
+        # Pin counts by digest; a digest with a count above zero is never evicted.
+        self._pins: dict[DigestKey, int] = {}
+
+    @classmethod
+    async def open(
+        cls,
+        root: Path,
+        *,
+        max_bytes: int,
+        on_size_change: Callable[[int], None] | None = None,
+    ) -> ContentAddressableStorage:
+        """Create the store's directories and index the blobs already under ``root``.
+
+        Files left in the temporary and trash directories by an earlier process are
+        deleted.  Blobs found on disk enter the LRU order oldest modification time first,
+        so after a restart the order only approximates the real use.
+        """
+        store = cls(root, max_bytes=max_bytes, on_size_change=on_size_change)
+        found = await anyio.to_thread.run_sync(store._prepare_and_scan)
+        for key, size in found:
+            store._add_to_index(key, size)
+
+        await store._evict_over_cap()
+        log.info(
+            "local_cas_opened", root=str(root), blobs=len(store._sizes), bytes=store.total_bytes
+        )
+        return store
+
+    @property
+    def total_bytes(self) -> int:
+        return self._total_bytes
+
+    # Index and pins: synchronous, event-loop thread only.
+
+    def contains(self, key: DigestKey) -> bool:
+        """Tell whether the store contains ``key``, marking it as recently used if so."""
+        if key.is_empty:
+            return True
+        if key not in self._sizes:
+            return False
+        self._sizes.move_to_end(key)
+        return True
+
+    def find_missing(self, keys: Iterable[DigestKey]) -> list[DigestKey]:
+        """Return the keys the store does not hold, in request order and without repeats."""
+        missing: list[DigestKey] = []
+        seen: set[DigestKey] = set()
+        for key in keys:
+            if key in seen:
+                continue
+            seen.add(key)
+            if not self.contains(key):
+                missing.append(key)
+        return missing
+
+    def path_of(self, key: DigestKey) -> Path:
+        """Return the file that contains ``key``, for hard-linking.  Never modify that file.
+
+        Pin the key first: an unpinned blob can be evicted as soon as another write lands.
+        The empty blob has no file, so callers create empty files themselves.
+
+        Raises:
+            BackendError: NOT_FOUND when the blob is missing or empty.
+        """
+        if key.is_empty or not self.contains(key):
+            raise _not_found(key)
+        return self._blob_path(key)
+
+    @contextlib.contextmanager
+    def pinned(self, keys: Iterable[DigestKey] = ()) -> Iterator[PinSet]:
+        """Protect ``keys`` and keys added to the yielded set from eviction within the block."""
+        pins = PinSet(self)
+        try:
+            pins.update(keys)
+            yield pins
+        finally:
+            for key in pins.keys:
+                self._unpin(key)
+
+    def is_pinned(self, key: DigestKey) -> bool:
+        return self._pins.get(key, 0) > 0
+
+    # Reads.
+
+    async def read(self, key: DigestKey) -> bytes:
+        """Return the whole content of ``key``.
+
+        Raises:
+            BackendError: NOT_FOUND when the blob is missing.
+        """
+        if key.is_empty:
+            return b""
+        with self.pinned([key]):
+            path = self.path_of(key)
+            try:
+                return await anyio.to_thread.run_sync(path.read_bytes)
+            except FileNotFoundError:
+                self._forget_vanished(key)
+                raise _not_found(key) from None
+
+    async def read_message(self, key: DigestKey, message_type: type[MessageT]) -> MessageT:
+        """Read ``key`` and parse it as ``message_type``.
+
+        Raises:
+            BackendError: NOT_FOUND when the blob is missing, INVALID_ARGUMENT when it does
+                not parse as that message.
+        """
+        data = await self.read(key)
+        message = message_type()
+        try:
+            message.ParseFromString(data)
+        except DecodeError as exc:
+            raise BackendError(
+                Code.INVALID_ARGUMENT,
+                f"blob {key} is not a valid {message_type.DESCRIPTOR.full_name}: {exc}; "
+                "upload the serialized message under its own digest",
+            ) from exc
+        return message
+
+    async def read_chunks(
+        self, key: DigestKey, *, offset: int = 0, limit: int = 0
+    ) -> AsyncIterator[bytes]:
+        """Yield the content of ``key`` from ``offset``, at most ``limit`` bytes (0: no limit).
+
+        The blob stays pinned while the iterator is open; close it with
+        ``contextlib.aclosing``.
+
+        Raises:
+            BackendError: NOT_FOUND when the blob is missing, OUT_OF_RANGE when ``offset``
+                is negative or past the end, INVALID_ARGUMENT when ``limit`` is negative.
+        """
+        _check_read_range(key, offset, limit)
+        end = key.size_bytes if limit == 0 else min(key.size_bytes, offset + limit)
+        if key.is_empty or offset == end:
+            if not self.contains(key):
+                raise _not_found(key)
+            return
+
+        with self.pinned([key]):
+            path = self.path_of(key)
+            try:
+                handle = await anyio.to_thread.run_sync(_open_at, path, offset)
+            except FileNotFoundError:
+                self._forget_vanished(key)
+                raise _not_found(key) from None
+
+            try:
+                position = offset
+                while position < end:
+                    chunk = await anyio.to_thread.run_sync(
+                        handle.read, min(CHUNK_BYTES, end - position)
+                    )
+                    if not chunk:
+                        raise BackendError(
+                            Code.DATA_LOSS,
+                            f"blob {key} ended at byte {position}, before its declared size; "
+                            "upload it again",
+                        )
+                    position += len(chunk)
+                    yield chunk
+            finally:
+                handle.close()
+
+    # Writes.
+
+    async def write(self, key: DigestKey, data: bytes) -> None:
+        """Store ``data`` under ``key`` after checking that its sha256 and size match.
+
+        Raises:
+            BackendError: INVALID_ARGUMENT when the content does not match ``key``,
+                RESOURCE_EXHAUSTED when the blob is larger than the store's cap.
+        """
+        actual = DigestKey(hashlib.sha256(data).hexdigest(), len(data))
+        if actual != key:
+            raise blob_mismatch_error(key, actual)
+        if self.contains(key):
+            return
+        self._check_fits(key)
+
+        with self.pinned([key]):
+            tmp_path = self._new_tmp_path()
+            await anyio.to_thread.run_sync(_write_new_file, tmp_path, data)
+            await self._commit(key, tmp_path)
+
+    async def write_message(self, message: Message) -> DigestKey:
+        """Store the deterministic serialization of ``message`` and return its digest."""
+        key, data = digest_of_message(message)
+        await self.write(key, data)
+        return key
+
+    async def ingest_file(self, source: Path) -> DigestKey:
+        """Copy the regular file ``source`` into the store and return its digest.
+
+        ``source`` is opened without following a symlink in its last component.
+
+        Raises:
+            BackendError: RESOURCE_EXHAUSTED when the file is larger than the store's cap.
+            OSError: when ``source`` cannot be read.
+        """
+        tmp_path = self._new_tmp_path()
+        try:
+            key = await anyio.to_thread.run_sync(_copy_and_hash, source, tmp_path)
+        except BaseException:
+            await _remove_quietly(tmp_path)
+            raise
+
+        with self.pinned([key]):
+            if key.is_empty or self.contains(key):
+                await _remove_quietly(tmp_path)
+                return key
+            try:
+                self._check_fits(key)
+            except BackendError:
+                await _remove_quietly(tmp_path)
+                raise
+            await self._commit(key, tmp_path)
+        return key
+
+    def begin_write(self, key: DigestKey) -> BlobWriter:
+        """Start a streaming write of ``key``; the caller must ``commit`` or ``discard`` it.
+
+        Raises:
+            BackendError: RESOURCE_EXHAUSTED when the blob is larger than the store's cap.
+        """
+        self._check_fits(key)
+        return BlobWriter(self, key, self._new_tmp_path())
+
+    # Internals.
+
+    def _blob_path(self, key: DigestKey) -> Path:
+        return self.root / key.hash[:2] / key.hash
+
+    def _new_tmp_path(self) -> Path:
+        return self._tmp_dir / uuid.uuid4().hex
+
+    def _check_fits(self, key: DigestKey) -> None:
+        if key.size_bytes <= self.max_bytes:
+            return
+        raise BackendError(
+            Code.RESOURCE_EXHAUSTED,
+            f"blob {key} is larger than the local CAS cap of {self.max_bytes} bytes; "
+            "raise cas_max_bytes",
+        )
+
+    def _pin(self, key: DigestKey) -> None:
+        self._pins[key] = self._pins.get(key, 0) + 1
+
+    def _unpin(self, key: DigestKey) -> None:
+        count = self._pins.get(key, 0) - 1
+        if count > 0:
+            self._pins[key] = count
+        else:
+            self._pins.pop(key, None)
+
+    def _add_to_index(self, key: DigestKey, size: int) -> None:
+        if key in self._sizes:
+            self._sizes.move_to_end(key)
+            return
+        self._sizes[key] = size
+        self._total_bytes += size
+        self._report_size()
+
+    def _drop_from_index(self, key: DigestKey) -> None:
+        size = self._sizes.pop(key, None)
+        if size is None:
+            return
+        self._total_bytes -= size
+        self._report_size()
+
+    def _forget_vanished(self, key: DigestKey) -> None:
+        log.warning("local_cas_blob_vanished", digest=str(key))
+        self._drop_from_index(key)
+
+    def _report_size(self) -> None:
+        if self._on_size_change is not None:
+            self._on_size_change(self._total_bytes)
+
+    async def _commit(self, key: DigestKey, tmp_path: Path) -> None:
+        """Move a verified temporary file into place, index it and evict if over the cap."""
+        await anyio.to_thread.run_sync(_move_into_place, tmp_path, self._blob_path(key))
+        self._add_to_index(key, key.size_bytes)
+        await self._evict_over_cap()
+
+    async def _evict_over_cap(self) -> None:
+        if self._total_bytes <= self.max_bytes:
+            return
+
+        victims = plan_eviction(
+            self._sizes.items(), self._total_bytes, self.max_bytes, self.is_pinned
+        )
+        # Rename and drop from the index in one step with no await in between, so that no
+        # writer can put a new file at a victim's path before it is moved away.
+        trashed: list[Path] = []
+        for key in victims:
+            trashed.append(self._move_to_trash(key))
+            self._drop_from_index(key)
+
+        if self._total_bytes > self.max_bytes:
+            log.warning(
+                "local_cas_over_cap",
+                bytes=self._total_bytes,
+                max_bytes=self.max_bytes,
+                pinned_blobs=len(self._pins),
+            )
+        if victims:
+            log.debug("local_cas_evicted", blobs=len(victims), bytes=self._total_bytes)
+
+        with anyio.move_on_after(_DELETE_TIMEOUT_S, shield=True):
+            await anyio.to_thread.run_sync(_delete_files, trashed, abandon_on_cancel=True)
+
+    def _move_to_trash(self, key: DigestKey) -> Path:
+        target = self._trash_dir / uuid.uuid4().hex
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(self._blob_path(key), target)
+        return target
+
+    def _prepare_and_scan(self) -> list[tuple[DigestKey, int]]:
+        """Create the directories, empty tmp and trash, and list blobs oldest first."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for scratch in (self._tmp_dir, self._trash_dir):
+            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.mkdir()
+
+        found: list[tuple[float, DigestKey, int]] = []
+        for shard in self.root.iterdir():
+            if len(shard.name) != 2 or not shard.is_dir():
+                continue
+            for entry in os.scandir(shard):
+                if not is_valid_hash(entry.name) or not entry.is_file(follow_symlinks=False):
+                    log.warning("local_cas_unexpected_file", path=entry.path)
+                    continue
+                stat = entry.stat(follow_symlinks=False)
+                found.append((stat.st_mtime, DigestKey(entry.name, stat.st_size), stat.st_size))
+
+        found.sort(key=lambda item: item[0])
+        return [(key, size) for _, key, size in found]
+
+
+@final
+class BlobWriter:
+    """One streaming upload: bytes are hashed while they go to a temporary file.
+
+    The expected digest stays pinned from ``begin_write`` until ``commit`` or ``discard``.
+    """
+
+    def __init__(self, store: ContentAddressableStorage, key: DigestKey, tmp_path: Path) -> None:
+        self.key = key
+        self._store = store
+        self._tmp_path = tmp_path
+        self._hasher = hashlib.sha256()
+        self._handle: IO[bytes] | None = None
+        # Bytes received so far; the offset the next append must start at.
+        self.committed_size = 0
+        self._closed = False
+        store._pin(key)
+
+    async def append(self, data: bytes) -> None:
+        """Add ``data`` at the end of the upload.
+
+        Raises:
+            BackendError: INVALID_ARGUMENT when the upload would exceed the declared size.
+        """
+        new_size = self.committed_size + len(data)
+        if new_size > self.key.size_bytes:
+            raise BackendError(
+                Code.INVALID_ARGUMENT,
+                f"upload of {self.key} received {new_size} bytes, more than the declared size; "
+                "check the size in the resource name",
+            )
+        if self._handle is None:
+            self._handle = await anyio.to_thread.run_sync(_create_exclusive, self._tmp_path)
+
+        await anyio.to_thread.run_sync(self._handle.write, data)
+        self._hasher.update(data)
+        self.committed_size = new_size
+
+    async def commit(self) -> None:
+        """Verify the received bytes against the digest and store the blob.
+
+        Raises:
+            BackendError: INVALID_ARGUMENT when sha256 or size differ from the digest.
+        """
+        try:
+            actual = DigestKey(self._hasher.hexdigest(), self.committed_size)
+            if actual != self.key:
+                raise blob_mismatch_error(self.key, actual)
+
+            handle = self._handle
+            self._handle = None
+            if handle is None:
+                await anyio.to_thread.run_sync(_write_new_file, self._tmp_path, b"")
+            else:
+                await anyio.to_thread.run_sync(_flush_and_close, handle)
+
+            if self.key.is_empty or self._store.contains(self.key):
+                await _remove_quietly(self._tmp_path)
+            else:
+                await self._store._commit(self.key, self._tmp_path)
+        finally:
+            await self.discard()
+
+    async def discard(self) -> None:
+        """Drop the upload and its temporary file; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        self._store._unpin(self.key)
+        handle = self._handle
+        self._handle = None
+        with anyio.move_on_after(_DELETE_TIMEOUT_S, shield=True):
+            if handle is not None:
+                await anyio.to_thread.run_sync(handle.close, abandon_on_cancel=True)
+            await _remove_quietly(self._tmp_path)
+
+
+def _not_found(key: DigestKey) -> BackendError:
+    return BackendError(
+        Code.NOT_FOUND, f"blob {key} is not in the local CAS; upload it before using it"
+    )
+
+
+def _check_read_range(key: DigestKey, offset: int, limit: int) -> None:
+    if offset < 0 or offset > key.size_bytes:
+        raise BackendError(
+            Code.OUT_OF_RANGE,
+            f"read offset {offset} is outside blob {key}; use an offset from 0 to its size",
+        )
+    if limit < 0:
+        raise BackendError(
+            Code.INVALID_ARGUMENT,
+            f"read limit {limit} of blob {key} is negative; use 0 for no limit",
+        )
+
+
+async def _remove_quietly(path: Path) -> None:
+    with anyio.move_on_after(_DELETE_TIMEOUT_S, shield=True):
+        await anyio.to_thread.run_sync(_unlink_if_present, path, abandon_on_cancel=True)
+
+
+# Blocking helpers, run in worker threads.
+
+
+def _unlink_if_present(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _delete_files(paths: list[Path]) -> None:
+    for path in paths:
+        _unlink_if_present(path)
+
+
+def _open_at(path: Path, offset: int) -> IO[bytes]:
+    handle = open(path, "rb")  # closed by the caller
+    handle.seek(offset)
+    return handle
+
+
+def _create_exclusive(path: Path) -> IO[bytes]:
+    return open(path, "xb")  # closed by BlobWriter
+
+
+def _flush_and_close(handle: IO[bytes]) -> None:
+    handle.flush()
+    handle.close()
+
+
+def _write_new_file(path: Path, data: bytes) -> None:
+    with open(path, "xb") as handle:
+        handle.write(data)
+
+
+def _move_into_place(tmp_path: Path, final_path: Path) -> None:
+    # NOTE: there is no fsync before the rename, so after an operating-system crash a blob
+    # file can be shorter than its digest states, and nothing re-hashes blobs at start-up.
+    os.chmod(tmp_path, BLOB_MODE)
+    final_path.parent.mkdir(exist_ok=True)
+    os.replace(tmp_path, final_path)
+
+
+def _copy_and_hash(source: Path, target: Path) -> DigestKey:
+    hasher = hashlib.sha256()
+    size = 0
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+    with open(fd, "rb") as reader, open(target, "xb") as writer:
+        while chunk := reader.read(CHUNK_BYTES):
+            hasher.update(chunk)
+            writer.write(chunk)
+            size += len(chunk)
+    return DigestKey(hasher.hexdigest(), size)
