@@ -313,6 +313,8 @@ class LocalExecutor:
     async def _command_line(self, plan: RunPlan, input_root: Path) -> tuple[list[str], Path]:
         """Return the argument vector to start and the directory to start it in."""
         if self.bwrap_path is None:
+            # NOTE: without bubblewrap the action runs unconfined, with this process's user,
+            # network and view of the file system.
             return list(plan.arguments), input_root / plan.working_directory
 
         request = SandboxRequest(

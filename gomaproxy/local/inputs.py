@@ -239,6 +239,9 @@ def _create_empty_file(target: Path, executable: bool) -> None:
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
+    # NOTE: the link shares the CAS blob's inode, and mode 0444 does not stop root or an
+    # action that changes the mode first, so an action that writes to an input file also
+    # changes the blob.  Nothing re-hashes blobs after an action runs.
     try:
         os.link(source, target)
     except OSError as exc:

@@ -10,7 +10,7 @@ entries that the tree lacks are bound into it read-only.  Directories present on
 sides are merged recursively, in one of the two forms that ``_TreeMerger`` describes.
 Entries of the input tree always win over host entries of the same name.
 
-Planning is pure: it sees the file system only through a ``ListDir`` callable, so the tests
+Planning is pure: it reads the file system only through a ``ListDir`` callable, so the tests
 can describe both sides with dictionaries.
 """
 
