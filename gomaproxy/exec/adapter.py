@@ -32,7 +32,7 @@ import anyio
 import structlog
 
 from gomaproxy.config import ExecConfig
-from gomaproxy.digest import DigestKey, digest_of_message
+from gomaproxy.digest import DigestKey, digest_of_bytes, digest_of_message
 from gomaproxy.errors import BackendError, BadRequest, Code, GomaProxyError
 from gomaproxy.exec import command as command_mod
 from gomaproxy.exec.blobs import BlobStore, DigestCache
@@ -98,6 +98,7 @@ class ExecRun:
     not_relocatable_reason: str = ""
     blobs: BlobStore = field(default_factory=BlobStore)
     input_root: DigestKey | None = None
+    layout: command_mod.Layout | None = None
     action_digest: DigestKey | None = None
     action: re_pb2.Action | None = None
     # Milliseconds per phase, in the order the phases ran.
@@ -302,6 +303,15 @@ class Adapter:
         for directory in self._extra_directories(run):
             tree.add_directory(directory)
 
+        try:
+            run.layout = self._plan_layout(run)
+        except BadRequest as exc:
+            return self._bad_request(run, str(exc))
+        if run.layout.use_wrapper:
+            wrapper = digest_of_bytes(command_mod.WRAPPER_SCRIPT)
+            run.blobs.add_bytes(wrapper, command_mod.WRAPPER_SCRIPT)
+            tree.add_file(command_mod.WRAPPER_NAME, wrapper.to_proto(), is_executable=True)
+
         built = tree.build()
         for digest, data in built.directories.items():
             run.blobs.add_bytes(digest, data)
@@ -419,19 +429,22 @@ class Adapter:
                     "relocatable"
                 )
 
-        working_directory = root_rel(run.style, request.cwd, run.cwd, run.root)
-        outputs = [self._root_relative_output(run, name) for name in self._outputs(run)]
-        output_dirs = [self._root_relative_output(run, name) for name in self._output_dirs(run)]
+        layout = run.layout
+        assert layout is not None
+        arguments = [toolchain.argv0, *request.arg[1:]]
+        if layout.use_wrapper:
+            arguments.insert(0, f"./{command_mod.WRAPPER_NAME}")
+            environment["WORK_DIR"] = self._work_dir(run) or "."
 
         capabilities = await self._server_capabilities()
         sorted_platform = command_mod.sorted_platform(platform)
         command = command_mod.build_command(
-            arguments=[toolchain.argv0, *request.arg[1:]],
+            arguments=arguments,
             environment=environment,
-            output_files=outputs,
-            output_directories=output_dirs,
+            output_files=layout.output_files,
+            output_directories=layout.output_directories,
             platform=sorted_platform,
-            working_directory=working_directory,
+            working_directory=layout.working_directory,
             use_output_paths=_supports_output_paths(capabilities),
         )
         command_digest, command_bytes = digest_of_message(command)
@@ -460,6 +473,15 @@ class Adapter:
                      unknown_flag=isinstance(exc, UnknownFlag))
             return False
         return True
+
+    def _plan_layout(self, run: ExecRun) -> command_mod.Layout:
+        outputs = [self._root_relative_output(run, name) for name in self._outputs(run)]
+        output_dirs = [self._root_relative_output(run, name) for name in self._output_dirs(run)]
+        return command_mod.plan_layout(self._work_dir(run), outputs, output_dirs)
+
+    @staticmethod
+    def _work_dir(run: ExecRun) -> str:
+        return root_rel(run.style, run.request.cwd, run.cwd, run.root)
 
     @staticmethod
     def _root_relative_output(run: ExecRun, name: str) -> str:
@@ -604,7 +626,7 @@ class Adapter:
             limiter=self._limiters.output_file,
             paths=path_lib(run.style),
             cwd=run.cwd,
-            root=run.root,
+            root=_output_base(run),
             max_response_bytes=config.max_response_bytes,
         )
         with self._phase(run, "response", config.response_timeout_s) as scope:
@@ -613,6 +635,14 @@ class Adapter:
             raise GomaProxyError("converting the action result timed out", code=Code.DEADLINE_EXCEEDED)
         if run.response.error_message:
             run.outcome = "internal"
+
+
+def _output_base(run: ExecRun) -> str:
+    """Return the client directory that the ActionResult's output paths are relative to."""
+    working_directory = run.layout.working_directory if run.layout else ""
+    if not working_directory:
+        return run.root
+    return path_lib(run.style).join(run.root, working_directory)
 
 
 def _toolchain_path(argv0: str) -> str:

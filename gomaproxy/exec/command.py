@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from google.protobuf import duration_pb2
 
@@ -86,3 +88,68 @@ def build_action(
     if platform.properties:
         action.platform.CopyFrom(platform)
     return action
+
+
+# The wrapper that runs a command in $WORK_DIR.  It is used when an output lies outside
+# the client's working directory: REAPI output paths are relative to
+# Command.working_directory and may not climb out of it, so such actions run at the
+# input root and change directory themselves.
+WRAPPER_NAME = "gomaproxy-run.sh"
+WRAPPER_SCRIPT = (
+    b"#!/bin/sh\n"
+    b"set -e\n"
+    b'if [ -n "$WORK_DIR" ]; then cd "$WORK_DIR"; fi\n'
+    b'exec "$@"\n'
+)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the command runs and how its outputs are named in the Command."""
+
+    working_directory: str
+    use_wrapper: bool
+    output_files: tuple[str, ...]
+    output_directories: tuple[str, ...]
+
+
+def plan_layout(work_dir: str, output_files: Sequence[str], output_directories: Sequence[str]) -> Layout:
+    """Choose between ``Command.working_directory`` and the wrapper.
+
+    Args:
+        work_dir: the client cwd relative to the input root ("" when they are equal).
+        output_files, output_directories: outputs relative to the input root.
+
+    Raises:
+        BadRequest: an output lies outside the input root.
+    """
+    files = [_clean_output(path) for path in output_files]
+    directories = [_clean_output(path) for path in output_directories]
+    base = posixpath.normpath(work_dir) if work_dir else ""
+    base = "" if base == "." else base
+
+    inside = all(_is_below(path, base) for path in [*files, *directories])
+    if inside:
+        return Layout(
+            working_directory=base,
+            use_wrapper=False,
+            output_files=tuple(_relative_to(path, base) for path in files),
+            output_directories=tuple(_relative_to(path, base) for path in directories),
+        )
+    return Layout(working_directory="", use_wrapper=True, output_files=tuple(files),
+                  output_directories=tuple(directories))
+
+
+def _clean_output(path: str) -> str:
+    cleaned = posixpath.normpath(path)
+    if cleaned in ("", ".") or cleaned.startswith("../") or cleaned == ".." or cleaned.startswith("/"):
+        raise BadRequest(f"output {path!r} is not below the input root")
+    return cleaned
+
+
+def _is_below(path: str, base: str) -> bool:
+    return not base or path.startswith(base + "/")
+
+
+def _relative_to(path: str, base: str) -> str:
+    return path[len(base) + 1 :] if base else path

@@ -81,18 +81,24 @@ def _project(root: Path) -> Path:
     return root / "out"
 
 
+# Both the local and the remote compile see this environment.  goma clients do not
+# forward locale variables, so a remote gcc prints ASCII quotes; the local one must too.
+BASE_ENV = {"PATH": "/usr/bin:/bin"}
+
+
 async def _cc(server: str, cwd: Path, report: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     command = [sys.executable, "-m", "gomaproxy", "cc", "--server", server, "--report", str(report),
                "--", *args]
     client_state = cwd / ".client-state"
-    env = {"PATH": "/usr/bin:/bin", "GOMAPROXY_CLIENT_STATE_DIR": str(client_state), "HOME": str(cwd),
+    env = {**BASE_ENV, "GOMAPROXY_CLIENT_STATE_DIR": str(client_state), "HOME": str(cwd),
            "PYTHONPATH": str(PACKAGE_ROOT)}
     return await trio.run_process(command, cwd=cwd, env=env, capture_stdout=True, capture_stderr=True,
                                   check=False)
 
 
 async def _local(cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    return await trio.run_process(list(args), cwd=cwd, capture_stdout=True, capture_stderr=True, check=False)
+    return await trio.run_process(list(args), cwd=cwd, env=BASE_ENV, capture_stdout=True,
+                                  capture_stderr=True, check=False)
 
 
 def _sha256(path: Path) -> str:

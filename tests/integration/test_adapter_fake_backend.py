@@ -112,7 +112,7 @@ async def test_adapter_relocatable_request_runs_at_neutral_root() -> None:
     assert list(command.arguments) == ["/usr/bin/gcc", "-O2", "-c", "../src/a.c", "-o", "obj/a.o"]
     assert command.working_directory == "out"
     assert [v.name for v in command.environment_variables] == []
-    assert list(command.output_paths) == ["out/obj/a.o"]
+    assert list(command.output_paths) == ["obj/a.o"]
     assert [(p.name, p.value) for p in command.platform.properties] == [("OSFamily", "Linux")]
     assert response.result.stderr_buffer == b"warning: fake\n"
     assert [o.filename for o in response.result.output] == ["obj/a.o"]
@@ -239,8 +239,28 @@ async def test_adapter_absolute_inputs_with_chroot_run_at_root() -> None:
     assert response.result.exit_status == 0
     assert command.working_directory == "home/u/proj/out"
     assert {p.name: p.value for p in command.platform.properties}["InputRootAbsolutePath"] == "/"
-    assert list(command.output_paths) == ["home/u/proj/out/obj/a.o"]
+    assert list(command.output_paths) == ["obj/a.o"]
     assert [o.filename for o in response.result.output] == ["obj/a.o"]
+
+
+async def test_adapter_output_outside_cwd_uses_wrapper() -> None:
+    """An output above the cwd makes the action run at the root through the cd wrapper."""
+    backend = FakeBackend(runner=compile_runner())
+    adapter, _ = make_adapter(backend)
+    request = make_request()
+    del request.arg[-2:]
+    request.arg.extend(["-o", "../obj/a.o"])
+    request.expected_output_files[:] = ["../obj/a.o"]
+
+    with trio.fail_after(10):
+        response = await adapter.exec(request, request_id="r13")
+
+    command = _command(backend)
+    assert list(command.arguments[:2]) == ["./gomaproxy-run.sh", "/usr/bin/gcc"]
+    assert command.working_directory == ""
+    assert list(command.output_paths) == ["obj/a.o"]
+    assert [(v.name, v.value) for v in command.environment_variables] == [("WORK_DIR", "out")]
+    assert [o.filename for o in response.result.output] == ["../obj/a.o"]
 
 
 @pytest.mark.parametrize("policy", [goma_pb2.ExecReq.STORE_ONLY], ids=["store-only"])
