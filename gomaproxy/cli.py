@@ -48,11 +48,17 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve goma clients over HTTP")
     serve.add_argument("--config", type=Path, help="TOML configuration file")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on; 0 picks a free one (default 8090)")
-    serve.add_argument("--port-file", type=Path,
-                       help="write the bound port to this file once the server listens")
-    serve.add_argument("--state-dir", type=Path,
-                       help="directory for the file store, the local CAS and the action cache")
+    serve.add_argument(
+        "--port", type=int, help="port to listen on; 0 picks a free one (default 8090)"
+    )
+    serve.add_argument(
+        "--port-file", type=Path, help="write the bound port to this file once the server listens"
+    )
+    serve.add_argument(
+        "--state-dir",
+        type=Path,
+        help="directory for the file store, the local CAS and the action cache",
+    )
     serve.add_argument("--backend", help="'local' (default) or a grpc:// or grpcs:// address")
     serve.add_argument("--instance-name", help="REAPI instance name sent with every request")
     serve.add_argument("--log-format", choices=["json", "console"], help="log line format")
@@ -85,8 +91,9 @@ def _serve_command(options: argparse.Namespace) -> int:
         log.error("server_config_invalid", error=exc.message)
         return 2
     except OSError as exc:
-        log.error("server_start_failed", error=str(exc), host=config.server.host,
-                  port=config.server.port)
+        log.error(
+            "server_start_failed", error=str(exc), host=config.server.host, port=config.server.port
+        )
         return 1
     return 0
 
@@ -96,8 +103,13 @@ async def _serve(config: Config, port_file: Path | None) -> None:
 
     async with open_proxy(config) as proxy, trio.open_nursery() as nursery:
         port = await nursery.start(proxy.serve)
-        log.info("server_started", host=config.server.host, port=port,
-                 backend=config.backend.address, pid=os.getpid())
+        log.info(
+            "server_started",
+            host=config.server.host,
+            port=port,
+            backend=config.backend.address,
+            pid=os.getpid(),
+        )
         if port_file is not None:
             _write_port_file(port_file, port)
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope)

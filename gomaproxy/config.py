@@ -83,7 +83,16 @@ class LocalBackendConfig:
     # "auto" uses bubblewrap when it is installed; "never" disables it.
     bubblewrap: str = "auto"
     host_toolchain_dirs: list[str] = field(
-        default_factory=lambda: ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"]
+        default_factory=lambda: [
+            "/usr",
+            "/bin",
+            "/sbin",
+            "/lib",
+            "/lib32",
+            "/lib64",
+            "/libx32",
+            "/etc",
+        ]
     )
 
 
@@ -261,7 +270,9 @@ def _validate(config: Config) -> None:
             f"local.bubblewrap must be auto, always or never, not {config.local.bubblewrap!r}"
         )
     if not config.server.url_prefix.startswith("/"):
-        raise ConfigError(f"server.url_prefix must start with '/', not {config.server.url_prefix!r}")
+        raise ConfigError(
+            f"server.url_prefix must start with '/', not {config.server.url_prefix!r}"
+        )
 
     positive = {
         "exec.file_lookup_concurrency": config.exec.file_lookup_concurrency,

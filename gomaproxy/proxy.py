@@ -47,14 +47,26 @@ class GomaProxy:
             exec_timeout_s=server.exec_timeout_s,
             file_timeout_s=server.file_timeout_s,
         )
-        self.app = make_app(self.adapter, self.files, prefix=server.url_prefix, limits=limits,
-                            metrics_registry=self.registry)
+        self.app = make_app(
+            self.adapter,
+            self.files,
+            prefix=server.url_prefix,
+            limits=limits,
+            metrics_registry=self.registry,
+        )
 
-    async def serve(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def serve(
+        self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Serve HTTP until cancelled; reports the bound port through ``task_status``."""
         server = self.config.server
-        await serve_http(self.app, host=server.host, port=server.port, task_status=task_status,
-                         graceful_timeout_s=server.graceful_timeout_s)
+        await serve_http(
+            self.app,
+            host=server.host,
+            port=server.port,
+            task_status=task_status,
+            graceful_timeout_s=server.graceful_timeout_s,
+        )
 
 
 @asynccontextmanager
@@ -102,10 +114,15 @@ async def open_proxy(
             metrics=ExecMetrics(registry),
             instance_name=config.backend.instance_name,
         )
-        log.info("proxy_opened", backend=config.backend.address, state_dir=str(state_dir),
-                 absolute_roots=allow_chroot)
-        yield GomaProxy(config=config, backend=backend, files=files, adapter=adapter,
-                        registry=registry)
+        log.info(
+            "proxy_opened",
+            backend=config.backend.address,
+            state_dir=str(state_dir),
+            absolute_roots=allow_chroot,
+        )
+        yield GomaProxy(
+            config=config, backend=backend, files=files, adapter=adapter, registry=registry
+        )
 
 
 async def _open_backend(config: Config, registry: CollectorRegistry) -> Backend:

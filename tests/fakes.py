@@ -54,7 +54,9 @@ class FakeBackend:
     operations: dict[str, re_pb2.ExecuteRequest] = field(default_factory=dict)
     executions: int = 0
 
-    async def get_capabilities(self, request: re_pb2.GetCapabilitiesRequest) -> re_pb2.ServerCapabilities:
+    async def get_capabilities(
+        self, request: re_pb2.GetCapabilitiesRequest
+    ) -> re_pb2.ServerCapabilities:
         self.calls["GetCapabilities"] += 1
         capabilities = re_pb2.ServerCapabilities()
         capabilities.cache_capabilities.max_batch_total_size_bytes = self.max_batch_total_size_bytes
@@ -62,7 +64,9 @@ class FakeBackend:
         capabilities.high_api_version.major, capabilities.high_api_version.minor = self.high_api
         return capabilities
 
-    async def get_action_result(self, request: re_pb2.GetActionResultRequest) -> re_pb2.ActionResult:
+    async def get_action_result(
+        self, request: re_pb2.GetActionResultRequest
+    ) -> re_pb2.ActionResult:
         self.calls["GetActionResult"] += 1
         result = self.action_cache.get(DigestKey.of(request.action_digest))
         if result is None:
@@ -90,7 +94,9 @@ class FakeBackend:
             response.responses.add(digest=entry.digest)
         return response
 
-    async def batch_read_blobs(self, request: re_pb2.BatchReadBlobsRequest) -> re_pb2.BatchReadBlobsResponse:
+    async def batch_read_blobs(
+        self, request: re_pb2.BatchReadBlobsRequest
+    ) -> re_pb2.BatchReadBlobsResponse:
         self.calls["BatchReadBlobs"] += 1
         response = re_pb2.BatchReadBlobsResponse()
         for digest in request.digests:
@@ -116,7 +122,9 @@ class FakeBackend:
         self._store(DigestKey(parts[-2], int(parts[-1])), data)
         return bs_pb2.WriteResponse(committed_size=len(data))
 
-    async def query_write_status(self, request: bs_pb2.QueryWriteStatusRequest) -> bs_pb2.QueryWriteStatusResponse:
+    async def query_write_status(
+        self, request: bs_pb2.QueryWriteStatusRequest
+    ) -> bs_pb2.QueryWriteStatusResponse:
         self.calls["QueryWriteStatus"] += 1
         return bs_pb2.QueryWriteStatusResponse()
 
@@ -128,7 +136,9 @@ class FakeBackend:
         async for operation in self._stream(name, request):
             yield operation
 
-    async def wait_execution(self, request: re_pb2.WaitExecutionRequest) -> AsyncIterator[lro_pb2.Operation]:
+    async def wait_execution(
+        self, request: re_pb2.WaitExecutionRequest
+    ) -> AsyncIterator[lro_pb2.Operation]:
         self.calls["WaitExecution"] += 1
         execute = self.operations.get(request.name)
         if execute is None:
@@ -139,7 +149,9 @@ class FakeBackend:
     async def aclose(self) -> None:
         self.calls["aclose"] += 1
 
-    async def _stream(self, name: str, request: re_pb2.ExecuteRequest) -> AsyncIterator[lro_pb2.Operation]:
+    async def _stream(
+        self, name: str, request: re_pb2.ExecuteRequest
+    ) -> AsyncIterator[lro_pb2.Operation]:
         script = self.scripts.pop(0) if self.scripts else StreamScript()
         if script.break_after is not None:
             for _ in range(script.break_after):

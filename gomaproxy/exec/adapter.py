@@ -26,25 +26,24 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import anyio
 import structlog
+from google.rpc import error_details_pb2
 
 from gomaproxy.config import ExecConfig
-from gomaproxy.digest import DigestKey, digest_of_bytes, digest_of_message
+from gomaproxy.digest import DigestKey, digest_of_message
 from gomaproxy.errors import BackendError, BadRequest, Code, GomaProxyError
 from gomaproxy.exec import command as command_mod
-from gomaproxy.exec.blobs import BlobStore, DigestCache
+from gomaproxy.exec.blobs import DigestCache
 from gomaproxy.exec.clientpath import PathStyle, path_lib
-from gomaproxy.exec.execroot import OutOfRoot, derive_exec_root, exec_paths, root_rel
 from gomaproxy.exec.inputs import GomaFiles, InputResolver
-from gomaproxy.exec.inventory import Inventory, Toolchain, apply_client_platform, bad_request
-from gomaproxy.exec.merkle import MerkleTree
+from gomaproxy.exec.inputtree import InputTreeBuilder, work_dir
+from gomaproxy.exec.inventory import Inventory, apply_client_platform
 from gomaproxy.exec.missing import fill_missing_inputs
-from gomaproxy.exec.outputs import command_output_dirs, command_output_files
 from gomaproxy.exec.relocatable import NotRelocatable, UnknownFlag, check_relocatable
 from gomaproxy.exec.response import OutputContext, fill_exec_result
+from gomaproxy.exec.run import ExecRun, Limiters
 from gomaproxy.metrics import ExecMetrics
 from gomaproxy.protos import goma_data_pb2 as goma_pb2
 from gomaproxy.protos import remote_execution_pb2 as re_pb2
@@ -57,56 +56,6 @@ log = structlog.get_logger(__name__)
 # Re-uploads after the backend reports inputs missing at Execute time, before the
 # request is answered with missing inputs instead.
 MAX_PRECONDITION_REUPLOADS = 2
-
-
-@dataclass
-class Limiters:
-    """The process-wide capacity limiters, named after what they protect."""
-
-    file_lookup: anyio.CapacityLimiter
-    cas_blob_lookup: anyio.CapacityLimiter
-    output_file: anyio.CapacityLimiter
-
-    @classmethod
-    def from_config(cls, config: ExecConfig) -> Limiters:
-        return cls(
-            file_lookup=anyio.CapacityLimiter(config.file_lookup_concurrency),
-            cas_blob_lookup=anyio.CapacityLimiter(config.cas_blob_lookup_concurrency),
-            output_file=anyio.CapacityLimiter(config.output_file_concurrency),
-        )
-
-    def by_name(self) -> dict[str, anyio.CapacityLimiter]:
-        return {
-            "file_lookup": self.file_lookup,
-            "cas_blob_lookup": self.cas_blob_lookup,
-            "output_file": self.output_file,
-        }
-
-
-@dataclass
-class ExecRun:
-    """The state of one Exec request as it moves through the phases."""
-
-    request: goma_pb2.ExecReq
-    response: goma_pb2.ExecResp = field(default_factory=goma_pb2.ExecResp)
-    toolchain: Toolchain | None = None
-    style: PathStyle = PathStyle.POSIX
-    cwd: str = ""
-    root: str = ""
-    need_chroot: bool = False
-    relocatable: bool = False
-    not_relocatable_reason: str = ""
-    blobs: BlobStore = field(default_factory=BlobStore)
-    input_root: DigestKey | None = None
-    layout: command_mod.Layout | None = None
-    action_digest: DigestKey | None = None
-    action: re_pb2.Action | None = None
-    # Milliseconds per phase, in the order the phases ran.
-    timings: dict[str, float] = field(default_factory=dict)
-    outcome: str = "ok"
-    cache: str = "none"
-    uploaded: int = 0
-    missing: int = 0
 
 
 class Adapter:
@@ -132,7 +81,10 @@ class Adapter:
         self._metrics = metrics
         self._instance = instance_name
         self._digest_cache = digest_cache or DigestCache(config.digest_cache_entries)
-        self._resolver = InputResolver(files, self._digest_cache, limiters.file_lookup)
+        resolver = InputResolver(files, self._digest_cache, limiters.file_lookup)
+        self._input_tree = InputTreeBuilder(
+            resolver, missing_input_limit=config.missing_input_limit, metrics=metrics
+        )
         self._capabilities: re_pb2.ServerCapabilities | None = None
 
     async def exec(self, request: goma_pb2.ExecReq, *, request_id: str) -> goma_pb2.ExecResp:
@@ -176,7 +128,9 @@ class Adapter:
             "exec_finished",
             outcome=run.outcome,
             cache=run.cache,
-            exit_status=run.response.result.exit_status if run.response.HasField("result") else None,
+            exit_status=run.response.result.exit_status
+            if run.response.HasField("result")
+            else None,
             inputs=len(run.request.input),
             missing=run.missing,
             uploaded_blobs=run.uploaded,
@@ -211,7 +165,7 @@ class Adapter:
             return
 
         with self._phase(run, "input_tree", config.input_tree_timeout_s) as scope:
-            done = await self._build_input_tree(run)
+            done = await self._input_tree.build(run)
         if scope.cancelled_caught:
             raise GomaProxyError("building the input tree timed out", code=Code.DEADLINE_EXCEEDED)
         if done:
@@ -221,7 +175,7 @@ class Adapter:
             try:
                 await self._setup(run)
             except BadRequest as exc:
-                self._bad_request(run, str(exc))
+                run.reject(str(exc))
                 return
 
         with self._phase(run, "check_cache", config.check_cache_timeout_s) as scope:
@@ -242,165 +196,25 @@ class Adapter:
         if response is None:
             return
 
-        source = goma_pb2.ExecResp.STORAGE_CACHE if response.cached_result else goma_pb2.ExecResp.NO_CACHE
+        source = (
+            goma_pb2.ExecResp.STORAGE_CACHE
+            if response.cached_result
+            else goma_pb2.ExecResp.NO_CACHE
+        )
         run.cache = "execute_cached" if response.cached_result else "executed"
         await self._respond(run, response.result, source)
 
-    # Phase 1 -----------------------------------------------------------------
-
     async def _pick_toolchain(self, run: ExecRun) -> bool:
         toolchain = await self._inventory.pick(run.request, run.response)
-        if toolchain is None:
-            run.outcome = "bad_request"
-            return True
-
-        if not apply_client_platform(run.request, run.response, toolchain.platform):
+        if toolchain is None or not apply_client_platform(
+            run.request, run.response, toolchain.platform
+        ):
             run.outcome = "bad_request"
             return True
 
         run.toolchain = toolchain
         run.style = toolchain.path_style
         return False
-
-    # Phase 2 -----------------------------------------------------------------
-
-    async def _build_input_tree(self, run: ExecRun) -> bool:
-        request, toolchain = run.request, run.toolchain
-        assert toolchain is not None
-        lib = path_lib(run.style)
-
-        try:
-            paths = exec_paths(
-                run.style,
-                cwd=request.cwd,
-                input_filenames=[entry.filename for entry in request.input],
-                argv0=toolchain.argv0,
-                args=list(request.arg),
-                expected_output_files=list(request.expected_output_files),
-                expected_output_dirs=list(request.expected_output_dirs),
-            )
-        except BadRequest as exc:
-            return self._bad_request(run, f"bad input: {exc}")
-
-        try:
-            exec_root = derive_exec_root(run.style, paths, toolchain.allow_chroot,
-                                         request.requester_info.exec_root)
-        except BadRequest as exc:
-            return self._bad_request(run, self._exec_root_message(exc, toolchain))
-
-        run.root, run.need_chroot = lib.clean(exec_root.root), exec_root.need_chroot
-        run.cwd = lib.clean(request.cwd)
-
-        tree = MerkleTree(run.style)
-        missing = await self._add_inputs(run, tree)
-        if missing:
-            fill_missing_inputs(run.response, request, missing, limit=self._config.missing_input_limit)
-            run.missing = len(run.response.missing_input)
-            self._metrics.missing_inputs.inc(run.missing)
-            run.outcome = "missing_inputs"
-            return True
-
-        for directory in self._extra_directories(run):
-            tree.add_directory(directory)
-
-        try:
-            run.layout = self._plan_layout(run)
-        except BadRequest as exc:
-            return self._bad_request(run, str(exc))
-        if run.layout.use_wrapper:
-            wrapper = digest_of_bytes(command_mod.WRAPPER_SCRIPT)
-            run.blobs.add_bytes(wrapper, command_mod.WRAPPER_SCRIPT)
-            tree.add_file(command_mod.WRAPPER_NAME, wrapper.to_proto(), is_executable=True)
-
-        built = tree.build()
-        for digest, data in built.directories.items():
-            run.blobs.add_bytes(digest, data)
-        run.input_root = DigestKey.of(built.root_digest)
-        return False
-
-    def _bad_request(self, run: ExecRun, message: str) -> bool:
-        bad_request(run.response, message)
-        run.outcome = "bad_request"
-        return True
-
-    @staticmethod
-    def _exec_root_message(exc: BadRequest, toolchain: Toolchain) -> str:
-        message = f"exec root detection failed: {exc}"
-        if not toolchain.allow_chroot:
-            message += (
-                "; inputs under different top-level directories need an action at the "
-                "absolute root, which this backend cannot run: install bubblewrap on the "
-                "server (Debian package bubblewrap) or make every input relative to cwd"
-            )
-        return message
-
-    async def _add_inputs(self, run: ExecRun, tree: MerkleTree) -> list[tuple[str, str]]:
-        entries = list(run.request.input)
-        names: list[str | None] = [None] * len(entries)
-        missing: list[tuple[str, str]] = []
-        resolved: list[DigestKey | None] = [None] * len(entries)
-
-        for index, entry in enumerate(entries):
-            try:
-                names[index] = root_rel(run.style, entry.filename, run.cwd, run.root)
-            except OutOfRoot:
-                log.warning("input_out_of_root", filename=entry.filename, root=run.root)
-
-        async def resolve(index: int) -> None:
-            entry = entries[index]
-            try:
-                found = await self._resolver.resolve(entry)
-            except GomaProxyError as exc:
-                missing.append((entry.filename, f"input: {exc}"))
-                return
-            resolved[index] = found.digest
-            run.blobs.add(found.digest, found.source)
-
-        async with anyio.create_task_group() as group:
-            for index, name in enumerate(names):
-                if name is not None:
-                    group.start_soon(resolve, index)
-
-        for index, name in enumerate(names):
-            digest = resolved[index]
-            if name is not None and digest is not None:
-                tree.add_file(name, digest.to_proto())
-        return missing
-
-    def _extra_directories(self, run: ExecRun) -> list[str]:
-        """Empty directories the action needs: system include dirs and output parents."""
-        lib = path_lib(run.style)
-        spec = run.request.command_spec
-        candidates = [*spec.cxx_system_include_path, *spec.system_include_path,
-                      *spec.system_framework_path]
-        candidates += [lib.dir(name) for name in self._outputs(run)]
-        candidates += self._output_dirs(run)
-
-        directories = []
-        for name in candidates:
-            try:
-                relative = root_rel(run.style, name, run.cwd, run.root)
-            except OutOfRoot:
-                continue
-            if relative:
-                directories.append(relative)
-        return directories
-
-    @staticmethod
-    def _outputs(run: ExecRun) -> list[str]:
-        request = run.request
-        return command_output_files(request.command_spec.name, list(request.arg),
-                                    list(request.expected_output_files),
-                                    list(request.expected_output_dirs))
-
-    @staticmethod
-    def _output_dirs(run: ExecRun) -> list[str]:
-        request = run.request
-        return command_output_dirs(request.command_spec.name, list(request.arg),
-                                   list(request.expected_output_files),
-                                   list(request.expected_output_dirs))
-
-    # Phase 3 -----------------------------------------------------------------
 
     async def _setup(self, run: ExecRun) -> None:
         request, toolchain = run.request, run.toolchain
@@ -434,7 +248,7 @@ class Adapter:
         arguments = [toolchain.argv0, *request.arg[1:]]
         if layout.use_wrapper:
             arguments.insert(0, f"./{command_mod.WRAPPER_NAME}")
-            environment["WORK_DIR"] = self._work_dir(run) or "."
+            environment["WORK_DIR"] = work_dir(run) or "."
 
         capabilities = await self._server_capabilities()
         sorted_platform = command_mod.sorted_platform(platform)
@@ -465,30 +279,21 @@ class Adapter:
     def _is_relocatable(self, run: ExecRun) -> bool:
         request = run.request
         try:
-            check_relocatable(request.command_spec.name, list(request.arg), list(request.env),
-                              windows=run.style is PathStyle.WINDOWS)
+            check_relocatable(
+                request.command_spec.name,
+                list(request.arg),
+                list(request.env),
+                windows=run.style is PathStyle.WINDOWS,
+            )
         except NotRelocatable as exc:
             run.not_relocatable_reason = str(exc)
-            log.info("request_not_relocatable", reason=str(exc),
-                     unknown_flag=isinstance(exc, UnknownFlag))
+            log.info(
+                "request_not_relocatable",
+                reason=str(exc),
+                unknown_flag=isinstance(exc, UnknownFlag),
+            )
             return False
         return True
-
-    def _plan_layout(self, run: ExecRun) -> command_mod.Layout:
-        outputs = [self._root_relative_output(run, name) for name in self._outputs(run)]
-        output_dirs = [self._root_relative_output(run, name) for name in self._output_dirs(run)]
-        return command_mod.plan_layout(self._work_dir(run), outputs, output_dirs)
-
-    @staticmethod
-    def _work_dir(run: ExecRun) -> str:
-        return root_rel(run.style, run.request.cwd, run.cwd, run.root)
-
-    @staticmethod
-    def _root_relative_output(run: ExecRun, name: str) -> str:
-        try:
-            return root_rel(run.style, name, run.cwd, run.root)
-        except OutOfRoot:
-            raise BadRequest(f"output {name} is outside the exec root {run.root}") from None
 
     async def _server_capabilities(self) -> re_pb2.ServerCapabilities:
         if self._capabilities is None:
@@ -496,15 +301,14 @@ class Adapter:
             self._capabilities = await self._backend.get_capabilities(request)
         return self._capabilities
 
-    # Phase 4 -----------------------------------------------------------------
-
     async def _check_cache(self, run: ExecRun) -> re_pb2.ActionResult | None:
         if run.request.cache_policy == goma_pb2.ExecReq.STORE_ONLY:
             return None
         assert run.action_digest is not None
 
-        request = re_pb2.GetActionResultRequest(instance_name=self._instance,
-                                                action_digest=run.action_digest.to_proto())
+        request = re_pb2.GetActionResultRequest(
+            instance_name=self._instance, action_digest=run.action_digest.to_proto()
+        )
         try:
             result = await self._backend.get_action_result(request)
         except BackendError as exc:
@@ -528,8 +332,6 @@ class Adapter:
             if digest.size_bytes:
                 digests.append(DigestKey.of(digest))
         return bool(await cas.find_missing_blobs(self._backend, self._instance, digests))
-
-    # Phases 5 and 6 ----------------------------------------------------------
 
     async def _upload_inputs(self, run: ExecRun) -> bool:
         config = self._config
@@ -555,8 +357,14 @@ class Adapter:
                 raise GomaProxyError(f"blob {digest} is not part of the request")
             return await source.read()
 
-        failures = await cas.upload_blobs(self._backend, self._instance, digests, read,
-                                          byte_limit=limit, read_limiter=self._limiters.cas_blob_lookup)
+        failures = await cas.upload_blobs(
+            self._backend,
+            self._instance,
+            digests,
+            read,
+            byte_limit=limit,
+            read_limiter=self._limiters.cas_blob_lookup,
+        )
         run.uploaded += len(digests) - len(failures)
         if not failures:
             return False
@@ -568,16 +376,17 @@ class Adapter:
                 named.append((source.filename, failure.reason))
         if not named:
             reasons = "; ".join(f"{f.digest}: {f.reason}" for f in failures)
-            raise GomaProxyError(f"uploading {len(failures)} blobs failed: {reasons}",
-                                 code=Code.UNAVAILABLE)
+            raise GomaProxyError(
+                f"uploading {len(failures)} blobs failed: {reasons}", code=Code.UNAVAILABLE
+            )
 
-        fill_missing_inputs(run.response, run.request, named, limit=self._config.missing_input_limit)
+        fill_missing_inputs(
+            run.response, run.request, named, limit=self._config.missing_input_limit
+        )
         run.missing = len(run.response.missing_input)
         self._metrics.missing_inputs.inc(run.missing)
         run.outcome = "missing_inputs"
         return True
-
-    # Phase 7 -----------------------------------------------------------------
 
     async def _execute(self, run: ExecRun) -> re_pb2.ExecuteResponse | None:
         assert run.action_digest is not None
@@ -587,8 +396,10 @@ class Adapter:
             action_digest=run.action_digest.to_proto(),
             skip_cache_lookup=run.request.cache_policy == goma_pb2.ExecReq.STORE_ONLY,
         )
-        policy = ExecutePolicy(max_attempts=config.execute_max_attempts,
-                               attempt_timeout_s=config.execute_attempt_timeout_s)
+        policy = ExecutePolicy(
+            max_attempts=config.execute_max_attempts,
+            attempt_timeout_s=config.execute_attempt_timeout_s,
+        )
 
         for reupload in range(MAX_PRECONDITION_REUPLOADS + 1):
             with self._phase(run, "execute", config.execute_timeout_s) as scope:
@@ -602,15 +413,17 @@ class Adapter:
                 return response
 
             missing = _missing_blob_violations(response)
-            if status == Code.FAILED_PRECONDITION and missing and reupload < MAX_PRECONDITION_REUPLOADS:
+            if (
+                status == Code.FAILED_PRECONDITION
+                and missing
+                and reupload < MAX_PRECONDITION_REUPLOADS
+            ):
                 log.info("execute_missing_blobs", blobs=len(missing), attempt=reupload)
                 if await self._upload(run, missing):
                     return None
                 continue
             raise _execute_status_error(response)
         raise AssertionError("unreachable")  # pragma: no cover
-
-    # Phase 8 -----------------------------------------------------------------
 
     async def _respond(self, run: ExecRun, result: re_pb2.ActionResult, source: int) -> None:
         config = self._config
@@ -632,7 +445,9 @@ class Adapter:
         with self._phase(run, "response", config.response_timeout_s) as scope:
             await fill_exec_result(context, run.response, result)
         if scope.cancelled_caught:
-            raise GomaProxyError("converting the action result timed out", code=Code.DEADLINE_EXCEEDED)
+            raise GomaProxyError(
+                "converting the action result timed out", code=Code.DEADLINE_EXCEEDED
+            )
         if run.response.error_message:
             run.outcome = "internal"
 
@@ -657,8 +472,6 @@ def _supports_output_paths(capabilities: re_pb2.ServerCapabilities) -> bool:
 
 
 def _missing_blob_violations(response: re_pb2.ExecuteResponse) -> list[DigestKey]:
-    from google.rpc import error_details_pb2
-
     missing = []
     for detail in response.status.details:
         failure = error_details_pb2.PreconditionFailure()

@@ -34,7 +34,9 @@ def parse_environment(entries: Iterable[str]) -> dict[str, str]:
 def sorted_platform(properties: Mapping[str, str]) -> re_pb2.Platform:
     """Return a Platform with properties sorted by name, then value, in byte order."""
     platform = re_pb2.Platform()
-    for name, value in sorted(properties.items(), key=lambda item: (item[0].encode(), item[1].encode())):
+    for name, value in sorted(
+        properties.items(), key=lambda item: (item[0].encode(), item[1].encode())
+    ):
         platform.properties.add(name=name, value=value)
     return platform
 
@@ -83,8 +85,9 @@ def build_action(
     action.command_digest.CopyFrom(command_digest)
     action.input_root_digest.CopyFrom(input_root_digest)
     if timeout_s > 0:
-        action.timeout.CopyFrom(duration_pb2.Duration(seconds=int(timeout_s),
-                                                      nanos=int((timeout_s % 1) * 1e9)))
+        action.timeout.CopyFrom(
+            duration_pb2.Duration(seconds=int(timeout_s), nanos=int((timeout_s % 1) * 1e9))
+        )
     if platform.properties:
         action.platform.CopyFrom(platform)
     return action
@@ -95,12 +98,7 @@ def build_action(
 # Command.working_directory and may not climb out of it, so such actions run at the
 # input root and change directory themselves.
 WRAPPER_NAME = "gomaproxy-run.sh"
-WRAPPER_SCRIPT = (
-    b"#!/bin/sh\n"
-    b"set -e\n"
-    b'if [ -n "$WORK_DIR" ]; then cd "$WORK_DIR"; fi\n'
-    b'exec "$@"\n'
-)
+WRAPPER_SCRIPT = b'#!/bin/sh\nset -e\nif [ -n "$WORK_DIR" ]; then cd "$WORK_DIR"; fi\nexec "$@"\n'
 
 
 @dataclass(frozen=True)
@@ -113,7 +111,9 @@ class Layout:
     output_directories: tuple[str, ...]
 
 
-def plan_layout(work_dir: str, output_files: Sequence[str], output_directories: Sequence[str]) -> Layout:
+def plan_layout(
+    work_dir: str, output_files: Sequence[str], output_directories: Sequence[str]
+) -> Layout:
     """Choose between ``Command.working_directory`` and the wrapper.
 
     Args:
@@ -136,13 +136,22 @@ def plan_layout(work_dir: str, output_files: Sequence[str], output_directories: 
             output_files=tuple(_relative_to(path, base) for path in files),
             output_directories=tuple(_relative_to(path, base) for path in directories),
         )
-    return Layout(working_directory="", use_wrapper=True, output_files=tuple(files),
-                  output_directories=tuple(directories))
+    return Layout(
+        working_directory="",
+        use_wrapper=True,
+        output_files=tuple(files),
+        output_directories=tuple(directories),
+    )
 
 
 def _clean_output(path: str) -> str:
     cleaned = posixpath.normpath(path)
-    if cleaned in ("", ".") or cleaned.startswith("../") or cleaned == ".." or cleaned.startswith("/"):
+    if (
+        cleaned in ("", ".")
+        or cleaned.startswith("../")
+        or cleaned == ".."
+        or cleaned.startswith("/")
+    ):
         raise BadRequest(f"output {path!r} is not below the input root")
     return cleaned
 

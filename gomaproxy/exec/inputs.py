@@ -16,7 +16,14 @@ import structlog
 
 from gomaproxy.digest import DigestKey, digest_of_bytes, is_valid_hash
 from gomaproxy.errors import GomaProxyError
-from gomaproxy.exec.blobs import BlobNotFound, BlobSource, BytesSource, DigestCache, GomaInputSource, read_file_blob
+from gomaproxy.exec.blobs import (
+    BlobNotFound,
+    BlobSource,
+    BytesSource,
+    DigestCache,
+    GomaInputSource,
+    read_file_blob,
+)
 from gomaproxy.goma.blob import check_file_blob, hash_key
 from gomaproxy.protos import goma_data_pb2 as goma_pb2
 
@@ -66,8 +73,12 @@ class InputResolver:
 
         key = hash_key(blob)
         if entry.hash_key and entry.hash_key != key:
-            log.warning("input_hash_key_mismatch", filename=entry.filename,
-                        client_key=entry.hash_key, computed_key=key)
+            log.warning(
+                "input_hash_key_mismatch",
+                filename=entry.filename,
+                client_key=entry.hash_key,
+                computed_key=key,
+            )
         await self.files.store_blob(blob)
 
         content = await read_file_blob(blob, self._lookup, key=key)

@@ -42,7 +42,9 @@ class Toolchain:
 
 
 class Inventory(Protocol):
-    async def pick(self, request: goma_pb2.ExecReq, response: goma_pb2.ExecResp) -> Toolchain | None:
+    async def pick(
+        self, request: goma_pb2.ExecReq, response: goma_pb2.ExecResp
+    ) -> Toolchain | None:
         """Return the toolchain for ``request``, or fill ``response`` with BAD_REQUEST and
         return None."""
         ...
@@ -110,20 +112,28 @@ class LocalCompilerInventory:
         # (real path, mtime_ns, size) -> sha256 hex; a changed file gets a new entry.
         self._hashes: dict[tuple[str, int, int], str] = {}
 
-    async def pick(self, request: goma_pb2.ExecReq, response: goma_pb2.ExecResp) -> Toolchain | None:
+    async def pick(
+        self, request: goma_pb2.ExecReq, response: goma_pb2.ExecResp
+    ) -> Toolchain | None:
         response.result.CopyFrom(init_result(request))
         spec = request.command_spec
 
         style = path_style_of(request)
         if style is not PathStyle.POSIX:
-            bad_request(response, "this server runs POSIX compilers only; Windows clients need a "
-                        "windows-cross toolchain entry in the inventory")
+            bad_request(
+                response,
+                "this server runs POSIX compilers only; Windows clients need a "
+                "windows-cross toolchain entry in the inventory",
+            )
             return None
 
         path = spec.local_compiler_path
         if not path or not path.startswith("/"):
-            bad_request(response, f"command_spec.local_compiler_path {path!r} is not an absolute "
-                        "path; the client must send the compiler's absolute path")
+            bad_request(
+                response,
+                f"command_spec.local_compiler_path {path!r} is not an absolute "
+                "path; the client must send the compiler's absolute path",
+            )
             return None
 
         wanted = spec.binary_hash.decode("ascii", errors="replace")
@@ -131,32 +141,43 @@ class LocalCompilerInventory:
         if found != wanted:
             log.info("inventory_no_match", compiler=path, requested_hash=wanted, local_hash=found)
             reason = "does not exist" if found is None else f"has binary hash {found}"
-            bad_request(response, f"no matching compiler: {path} on this server {reason}, the "
-                        f"request asks for {wanted}; install the same compiler build on the server")
+            bad_request(
+                response,
+                f"no matching compiler: {path} on this server {reason}, the "
+                f"request asks for {wanted}; install the same compiler build on the server",
+            )
             return None
 
         if not await self._subprograms_match(request, response):
             return None
 
         response.result.command_spec.binary_hash = spec.binary_hash
-        return Toolchain(argv0=path, path_style=style, platform=dict(self._platform),
-                         allow_chroot=self._allow_chroot,
-                         absolute_root_supported=self._allow_chroot)
+        return Toolchain(
+            argv0=path,
+            path_style=style,
+            platform=dict(self._platform),
+            allow_chroot=self._allow_chroot,
+            absolute_root_supported=self._allow_chroot,
+        )
 
-    async def _subprograms_match(self, request: goma_pb2.ExecReq, response: goma_pb2.ExecResp) -> bool:
+    async def _subprograms_match(
+        self, request: goma_pb2.ExecReq, response: goma_pb2.ExecResp
+    ) -> bool:
         for index, subprogram in enumerate(request.subprogram):
             found = await self._binary_hash(subprogram.path)
             if found != subprogram.binary_hash:
-                bad_request(response, f"no matching subprogram: {subprogram.path} on this server "
-                            f"has hash {found}, the request asks for {subprogram.binary_hash}")
+                bad_request(
+                    response,
+                    f"no matching subprogram: {subprogram.path} on this server "
+                    f"has hash {found}, the request asks for {subprogram.binary_hash}",
+                )
                 return False
             response.result.subprogram[index].binary_hash = subprogram.binary_hash
         return True
 
     async def _binary_hash(self, path: str) -> str | None:
         try:
-            real = os.path.realpath(path)
-            stat = os.stat(real)
+            real, stat = await anyio.to_thread.run_sync(_resolve_and_stat, path)
         except OSError:
             return None
 
@@ -166,6 +187,11 @@ class LocalCompilerInventory:
             cached = await anyio.to_thread.run_sync(_sha256_file, real)
             self._hashes[key] = cached
         return cached
+
+
+def _resolve_and_stat(path: str) -> tuple[str, os.stat_result]:
+    real = os.path.realpath(path)
+    return real, os.stat(real)
 
 
 def _sha256_file(path: str) -> str:

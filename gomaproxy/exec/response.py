@@ -56,16 +56,20 @@ async def fill_exec_result(
     """
     result = response.result
 
-    result.stdout_buffer = await _stream_bytes(ctx, response, "stdout", action_result.stdout_raw,
-                                               action_result.stdout_digest)
-    result.stderr_buffer = await _stream_bytes(ctx, response, "stderr", action_result.stderr_raw,
-                                               action_result.stderr_digest)
+    result.stdout_buffer = await _stream_bytes(
+        ctx, response, "stdout", action_result.stdout_raw, action_result.stdout_digest
+    )
+    result.stderr_buffer = await _stream_bytes(
+        ctx, response, "stderr", action_result.stderr_raw, action_result.stderr_digest
+    )
 
     for converted in await _convert_outputs(ctx, action_result):
         if converted.error:
             response.error_message.append(converted.error)
             continue
-        output = result.output.add(filename=converted.filename, is_executable=converted.is_executable)
+        output = result.output.add(
+            filename=converted.filename, is_executable=converted.is_executable
+        )
         output.blob.CopyFrom(converted.blob)
 
     if not response.error_message:
@@ -92,17 +96,27 @@ async def _stream_bytes(
         return b""
 
 
-async def _convert_outputs(ctx: OutputContext, action_result: re_pb2.ActionResult) -> list[_Converted]:
+async def _convert_outputs(
+    ctx: OutputContext, action_result: re_pb2.ActionResult
+) -> list[_Converted]:
     jobs: list[tuple[str, str, DigestKey, bool]] = []
     for output in action_result.output_files:
-        jobs.append((output.path, _client_name(ctx, output.path), DigestKey.of(output.digest),
-                     output.is_executable))
+        jobs.append(
+            (
+                output.path,
+                _client_name(ctx, output.path),
+                DigestKey.of(output.digest),
+                output.is_executable,
+            )
+        )
     for directory in action_result.output_directories:
         jobs.extend(await _directory_files(ctx, directory))
 
     converted: list[_Converted | None] = [None] * len(jobs)
 
-    async def convert(index: int, path: str, filename: str, digest: DigestKey, executable: bool) -> None:
+    async def convert(
+        index: int, path: str, filename: str, digest: DigestKey, executable: bool
+    ) -> None:
         async with ctx.limiter:
             converted[index] = await _convert_one(ctx, path, filename, digest, executable)
 
@@ -178,7 +192,9 @@ def _walk_tree(
         _walk_tree(ctx, child, f"{prefix}/{sub.name}", children, jobs)
 
 
-def _set_execution_stats(response: goma_pb2.ExecResp, metadata: re_pb2.ExecutedActionMetadata) -> None:
+def _set_execution_stats(
+    response: goma_pb2.ExecResp, metadata: re_pb2.ExecutedActionMetadata
+) -> None:
     stats = response.execution_stats
     stats.execution_start_timestamp.CopyFrom(metadata.execution_start_timestamp)
     stats.execution_completed_timestamp.CopyFrom(metadata.execution_completed_timestamp)

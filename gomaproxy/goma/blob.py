@@ -105,7 +105,9 @@ def check_file_blob(blob: goma_pb2.FileBlob) -> None:
     hash keys; FILE_META has at least two hash keys and no offset or content; FILE_CHUNK
     has an offset and content and no hash keys; FILE_REF has exactly one hash key.
     """
-    kind = goma_pb2.FileBlob.BlobType.Name(blob.blob_type) if blob.HasField("blob_type") else "unset"
+    kind = (
+        goma_pb2.FileBlob.BlobType.Name(blob.blob_type) if blob.HasField("blob_type") else "unset"
+    )
     problem = _file_blob_problem(blob)
     if problem:
         raise InvalidFileBlob(f"invalid {kind} blob: {problem}")

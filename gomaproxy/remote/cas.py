@@ -40,7 +40,11 @@ def batch_byte_limit(advertised: int) -> int:
 
     0 means the server advertised none, and only gRPC's default message size applies.
     """
-    limit = GRPC_DEFAULT_MESSAGE_BYTES if advertised <= 0 else min(advertised, GRPC_DEFAULT_MESSAGE_BYTES)
+    limit = (
+        GRPC_DEFAULT_MESSAGE_BYTES
+        if advertised <= 0
+        else min(advertised, GRPC_DEFAULT_MESSAGE_BYTES)
+    )
     return int(limit * BATCH_HEADROOM)
 
 
@@ -61,7 +65,9 @@ def batch_entry_bytes(digest: DigestKey) -> int:
     digest_bytes = _field_len(len(digest.hash)) + (
         1 + _varint_len(digest.size_bytes) if digest.size_bytes else 0
     )
-    request_bytes = _field_len(digest_bytes) + (_field_len(digest.size_bytes) if digest.size_bytes else 0)
+    request_bytes = _field_len(digest_bytes) + (
+        _field_len(digest.size_bytes) if digest.size_bytes else 0
+    )
     return _field_len(request_bytes)
 
 
@@ -230,7 +236,8 @@ async def write_blob(backend: Backend, instance_name: str, digest: DigestKey, da
     if response.committed_size not in (digest.size_bytes, -1):
         raise BackendError(
             Code.DATA_LOSS,
-            f"write of {digest} committed {response.committed_size} bytes, expected {digest.size_bytes}",
+            f"write of {digest} committed {response.committed_size} bytes, "
+            f"expected {digest.size_bytes}",
         )
 
 
@@ -252,9 +259,12 @@ async def read_blob(backend: Backend, instance_name: str, digest: DigestKey) -> 
 
     if len(data) != digest.size_bytes:
         raise BackendError(
-            Code.DATA_LOSS, f"read of {digest} returned {len(data)} bytes, expected {digest.size_bytes}"
+            Code.DATA_LOSS,
+            f"read of {digest} returned {len(data)} bytes, expected {digest.size_bytes}",
         )
     actual = hashlib.sha256(data).hexdigest()
     if actual != digest.hash:
-        raise BackendError(Code.DATA_LOSS, f"read of {digest} returned content with sha256 {actual}")
+        raise BackendError(
+            Code.DATA_LOSS, f"read of {digest} returned content with sha256 {actual}"
+        )
     return data

@@ -67,15 +67,19 @@ def unpack_operation(operation: lro_pb2.Operation) -> re_pb2.ExecuteResponse:
         BackendError: the operation carries an error status, or no ExecuteResponse.
     """
     if operation.HasField("error"):
-        code = Code(operation.error.code) if operation.error.code in Code._value2member_map_ else Code.UNKNOWN
+        code = (
+            Code(operation.error.code)
+            if operation.error.code in Code._value2member_map_
+            else Code.UNKNOWN
+        )
         raise BackendError(code, f"operation {operation.name} failed: {operation.error.message}")
 
     response = re_pb2.ExecuteResponse()
     if not operation.HasField("response") or not operation.response.Unpack(response):
         raise BackendError(
             Code.INTERNAL,
-            f"operation {operation.name} is done but holds {operation.response.type_url or 'nothing'}"
-            " instead of an ExecuteResponse",
+            f"operation {operation.name} is done but holds "
+            f"{operation.response.type_url or 'nothing'} instead of an ExecuteResponse",
         )
     return response
 
@@ -101,14 +105,24 @@ async def execute_and_wait(
             errors.append(exc)
             if not _should_retry_stream(exc, state):
                 raise
-            log.info("execute_stream_retry", attempt=attempt, code=exc.code.name, error=exc.message,
-                     operation=state.name)
+            log.info(
+                "execute_stream_retry",
+                attempt=attempt,
+                code=exc.code.name,
+                error=exc.message,
+                operation=state.name,
+            )
             continue
 
         code = _status_code(response)
         if code in RETRIED_RESULT_CODES:
             errors.append(BackendError(code, response.status.message))
-            log.info("execute_result_retry", attempt=attempt, code=code.name, error=response.status.message)
+            log.info(
+                "execute_result_retry",
+                attempt=attempt,
+                code=code.name,
+                error=response.status.message,
+            )
             state.name = None
             continue
         return ExecuteOutcome(response, state.last_name, state.execute_calls, state.wait_calls)

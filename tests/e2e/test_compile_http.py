@@ -65,7 +65,10 @@ async def proxy(tmp_path: Path) -> AsyncIterator[tuple[GomaProxy, str]]:
     config.server.port = 0
     config.state.dir = tmp_path / "state"
     config.log.format = "console"
-    async with open_proxy(config, registry=CollectorRegistry()) as running, trio.open_nursery() as nursery:
+    async with (
+        open_proxy(config, registry=CollectorRegistry()) as running,
+        trio.open_nursery() as nursery,
+    ):
         port = await nursery.start(running.serve)
         yield running, f"http://127.0.0.1:{port}"
         nursery.cancel_scope.cancel()
@@ -86,19 +89,37 @@ def _project(root: Path) -> Path:
 BASE_ENV = {"PATH": "/usr/bin:/bin"}
 
 
-async def _cc(server: str, cwd: Path, report: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    command = [sys.executable, "-m", "gomaproxy", "cc", "--server", server, "--report", str(report),
-               "--", *args]
+async def _cc(
+    server: str, cwd: Path, report: Path, *args: str
+) -> subprocess.CompletedProcess[bytes]:
+    command = [
+        sys.executable,
+        "-m",
+        "gomaproxy",
+        "cc",
+        "--server",
+        server,
+        "--report",
+        str(report),
+        "--",
+        *args,
+    ]
     client_state = cwd / ".client-state"
-    env = {**BASE_ENV, "GOMAPROXY_CLIENT_STATE_DIR": str(client_state), "HOME": str(cwd),
-           "PYTHONPATH": str(PACKAGE_ROOT)}
-    return await trio.run_process(command, cwd=cwd, env=env, capture_stdout=True, capture_stderr=True,
-                                  check=False)
+    env = {
+        **BASE_ENV,
+        "GOMAPROXY_CLIENT_STATE_DIR": str(client_state),
+        "HOME": str(cwd),
+        "PYTHONPATH": str(PACKAGE_ROOT),
+    }
+    return await trio.run_process(
+        command, cwd=cwd, env=env, capture_stdout=True, capture_stderr=True, check=False
+    )
 
 
 async def _local(cwd: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    return await trio.run_process(list(args), cwd=cwd, env=BASE_ENV, capture_stdout=True,
-                                  capture_stderr=True, check=False)
+    return await trio.run_process(
+        list(args), cwd=cwd, env=BASE_ENV, capture_stdout=True, capture_stderr=True, check=False
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -108,7 +129,9 @@ def _sha256(path: Path) -> str:
 FLAGS = ["-O2", "-fPIC", "-I../include", "-c", "../src/vowels.c"]
 
 
-async def test_compile_through_http_matches_local_gcc(proxy: tuple[GomaProxy, str], tmp_path: Path) -> None:
+async def test_compile_through_http_matches_local_gcc(
+    proxy: tuple[GomaProxy, str], tmp_path: Path
+) -> None:
     """A C file with system and project headers compiles remotely to the local object."""
     _, server = proxy
     cwd = _project(tmp_path / "proj")
@@ -125,7 +148,9 @@ async def test_compile_through_http_matches_local_gcc(proxy: tuple[GomaProxy, st
     assert report["cache_hit"] == "NO_CACHE"
 
 
-async def test_compile_twice_second_is_cache_hit(proxy: tuple[GomaProxy, str], tmp_path: Path) -> None:
+async def test_compile_twice_second_is_cache_hit(
+    proxy: tuple[GomaProxy, str], tmp_path: Path
+) -> None:
     """The second identical compile is answered from the action cache with the same object."""
     _, server = proxy
     cwd = _project(tmp_path / "proj")

@@ -35,15 +35,21 @@ class StaticInventory:
         self.toolchain = toolchain
         self.calls = 0
 
-    async def pick(self, request: goma_pb2.ExecReq, response: goma_pb2.ExecResp) -> Toolchain | None:
+    async def pick(
+        self, request: goma_pb2.ExecReq, response: goma_pb2.ExecResp
+    ) -> Toolchain | None:
         self.calls += 1
         response.result.CopyFrom(init_result(request))
         if request.command_spec.binary_hash.decode() != BINARY_HASH:
             response.error = goma_pb2.ExecResp.BAD_REQUEST
             return None
         response.result.command_spec.binary_hash = request.command_spec.binary_hash
-        return Toolchain(argv0=self.toolchain.argv0, path_style=PathStyle.POSIX,
-                         platform=dict(self.toolchain.platform), allow_chroot=self.toolchain.allow_chroot)
+        return Toolchain(
+            argv0=self.toolchain.argv0,
+            path_style=PathStyle.POSIX,
+            platform=dict(self.toolchain.platform),
+            allow_chroot=self.toolchain.allow_chroot,
+        )
 
 
 def compile_runner(output_size: int = 100):  # type: ignore[no-untyped-def]
@@ -64,16 +70,32 @@ def compile_runner(output_size: int = 100):  # type: ignore[no-untyped-def]
 
 def make_adapter(backend: FakeBackend, *, allow_chroot: bool = True) -> tuple[Adapter, FileService]:
     files = FileService(MemoryFileStore(64 * 1024 * 1024))
-    inventory = StaticInventory(Toolchain(argv0="/usr/bin/gcc", path_style=PathStyle.POSIX,
-                                          platform={"OSFamily": "Linux"}, allow_chroot=allow_chroot))
+    inventory = StaticInventory(
+        Toolchain(
+            argv0="/usr/bin/gcc",
+            path_style=PathStyle.POSIX,
+            platform={"OSFamily": "Linux"},
+            allow_chroot=allow_chroot,
+        )
+    )
     config = ExecConfig()
-    adapter = Adapter(backend=backend, files=files, inventory=inventory, config=config,
-                      limiters=Limiters.from_config(config), metrics=ExecMetrics(CollectorRegistry()))
+    adapter = Adapter(
+        backend=backend,
+        files=files,
+        inventory=inventory,
+        config=config,
+        limiters=Limiters.from_config(config),
+        metrics=ExecMetrics(CollectorRegistry()),
+    )
     return adapter, files
 
 
-def make_request(*, embed: bool = True, cwd: str = "/home/u/proj/out",
-                 extra_inputs: dict[str, bytes] | None = None) -> goma_pb2.ExecReq:
+def make_request(
+    *,
+    embed: bool = True,
+    cwd: str = "/home/u/proj/out",
+    extra_inputs: dict[str, bytes] | None = None,
+) -> goma_pb2.ExecReq:
     request = goma_pb2.ExecReq()
     spec = request.command_spec
     spec.name, spec.version, spec.target = "gcc", "12[(Debian 12.2.0) 12.2.0]", "x86_64-linux-gnu"
@@ -132,8 +154,12 @@ async def test_adapter_non_relocatable_request_keeps_pwd_and_sets_root() -> None
     command = _command(backend)
     properties = {p.name: p.value for p in command.platform.properties}
     assert properties["InputRootAbsolutePath"] == "/home/u/proj"
-    assert [(v.name, v.value) for v in command.environment_variables] == [("PWD", "/home/u/proj/out")]
-    action = re_pb2.Action.FromString(backend.cas[DigestKey.of(backend.execute_requests[-1].action_digest)])
+    assert [(v.name, v.value) for v in command.environment_variables] == [
+        ("PWD", "/home/u/proj/out")
+    ]
+    action = re_pb2.Action.FromString(
+        backend.cas[DigestKey.of(backend.execute_requests[-1].action_digest)]
+    )
     assert action.platform == command.platform
 
 

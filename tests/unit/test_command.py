@@ -29,9 +29,15 @@ def test_parse_environment_rejects_malformed_entry(entry: str) -> None:
 
 def test_sorted_platform_orders_by_bytes() -> None:
     """Upper-case names sort before lower-case ones, as byte order puts them."""
-    platform = command.sorted_platform({"container-image": "x", "InputRootAbsolutePath": "/", "OSFamily": "Linux"})
+    platform = command.sorted_platform(
+        {"container-image": "x", "InputRootAbsolutePath": "/", "OSFamily": "Linux"}
+    )
 
-    assert [p.name for p in platform.properties] == ["InputRootAbsolutePath", "OSFamily", "container-image"]
+    assert [p.name for p in platform.properties] == [
+        "InputRootAbsolutePath",
+        "OSFamily",
+        "container-image",
+    ]
 
 
 def _command(use_output_paths: bool) -> re_pb2.Command:
@@ -68,7 +74,10 @@ def test_build_command_sorts_environment() -> None:
     """Environment variables are sorted by name and keep their values."""
     built = _command(use_output_paths=True)
 
-    assert [(v.name, v.value) for v in built.environment_variables] == [("LANG", "C"), ("PWD", "/src")]
+    assert [(v.name, v.value) for v in built.environment_variables] == [
+        ("LANG", "C"),
+        ("PWD", "/src"),
+    ]
     assert built.working_directory == "src"
 
 
@@ -77,8 +86,13 @@ def test_build_action_puts_platform_and_timeout() -> None:
     platform = command.sorted_platform({"OSFamily": "Linux"})
     digest = re_pb2.Digest(hash="a" * 64, size_bytes=1)
 
-    action = command.build_action(command_digest=digest, input_root_digest=digest, timeout_s=900.5,
-                                  do_not_cache=True, platform=platform)
+    action = command.build_action(
+        command_digest=digest,
+        input_root_digest=digest,
+        timeout_s=900.5,
+        do_not_cache=True,
+        platform=platform,
+    )
 
     assert action.timeout.seconds == 900
     assert action.timeout.nanos == 500_000_000
@@ -110,8 +124,9 @@ def test_fill_missing_inputs_thins_and_keeps_pairs_aligned() -> None:
     request = _request(names)
     response = goma_pb2.ExecResp()
 
-    fill_missing_inputs(response, request, [(n, f"why {n}") for n in names], limit=100,
-                        rng=random.Random(7))
+    fill_missing_inputs(
+        response, request, [(n, f"why {n}") for n in names], limit=100, rng=random.Random(7)
+    )
 
     assert len(response.missing_input) == 100
     assert len(response.missing_reason) == 100

@@ -26,7 +26,9 @@ def _backend() -> tuple[FakeBackend, re_pb2.ExecuteRequest]:
 POLICY = ExecutePolicy(max_attempts=5, attempt_timeout_s=60.0)
 
 
-async def test_execute_broken_stream_resumes_with_wait_execution(autojump_clock: trio.abc.Clock) -> None:
+async def test_execute_broken_stream_resumes_with_wait_execution(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     """A stream broken after the first operation completes through WaitExecution."""
     backend, request = _backend()
     backend.scripts.append(StreamScript(break_after=1))

@@ -33,7 +33,9 @@ async def test_inventory_accepts_matching_hash_through_symlink(tmp_path: Path) -
     path, digest = _fake_compiler(tmp_path)
     response = goma_pb2.ExecResp()
 
-    toolchain = await LocalCompilerInventory(allow_chroot=True).pick(_request(path, digest), response)
+    toolchain = await LocalCompilerInventory(allow_chroot=True).pick(
+        _request(path, digest), response
+    )
 
     assert toolchain is not None
     assert toolchain.argv0 == path
@@ -48,7 +50,9 @@ async def test_inventory_rejects_other_hash_without_echoing_it(tmp_path: Path) -
     path, digest = _fake_compiler(tmp_path)
     response = goma_pb2.ExecResp()
 
-    toolchain = await LocalCompilerInventory(allow_chroot=True).pick(_request(path, "0" * 64), response)
+    toolchain = await LocalCompilerInventory(allow_chroot=True).pick(
+        _request(path, "0" * 64), response
+    )
 
     assert toolchain is None
     assert response.error == goma_pb2.ExecResp.BAD_REQUEST
@@ -61,7 +65,8 @@ async def test_inventory_rejects_missing_compiler(tmp_path: Path) -> None:
     response = goma_pb2.ExecResp()
 
     toolchain = await LocalCompilerInventory(allow_chroot=False).pick(
-        _request(str(tmp_path / "nope"), "0" * 64), response)
+        _request(str(tmp_path / "nope"), "0" * 64), response
+    )
 
     assert toolchain is None
     assert "does not exist" in response.error_message[0]
@@ -71,7 +76,9 @@ async def test_inventory_rejects_relative_compiler_path() -> None:
     """A relative local_compiler_path is BAD_REQUEST naming the path."""
     response = goma_pb2.ExecResp()
 
-    toolchain = await LocalCompilerInventory(allow_chroot=False).pick(_request("gcc", "0" * 64), response)
+    toolchain = await LocalCompilerInventory(allow_chroot=False).pick(
+        _request("gcc", "0" * 64), response
+    )
 
     assert toolchain is None
     assert "'gcc' is not an absolute path" in response.error_message[0]

@@ -1,0 +1,197 @@
+"""Phase 2 of an Exec: the exec root, input digests and the Merkle tree.
+
+Inputs are resolved concurrently, each under the file lookup limiter.  An input that
+cannot be resolved is reported back to the client as missing; an input outside the exec
+root is skipped with a warning, as goma-server does.
+"""
+
+from __future__ import annotations
+
+import anyio
+import structlog
+
+from gomaproxy.digest import DigestKey, digest_of_bytes
+from gomaproxy.errors import BadRequest, GomaProxyError
+from gomaproxy.exec import command as command_mod
+from gomaproxy.exec.clientpath import path_lib
+from gomaproxy.exec.execroot import OutOfRoot, derive_exec_root, exec_paths, root_rel
+from gomaproxy.exec.inputs import InputResolver
+from gomaproxy.exec.inventory import Toolchain
+from gomaproxy.exec.merkle import MerkleTree
+from gomaproxy.exec.missing import fill_missing_inputs
+from gomaproxy.exec.outputs import command_output_dirs, command_output_files
+from gomaproxy.exec.run import ExecRun
+from gomaproxy.metrics import ExecMetrics
+
+log = structlog.get_logger(__name__)
+
+
+class InputTreeBuilder:
+    """Builds the REAPI input root of a request from its goma inputs."""
+
+    def __init__(
+        self, resolver: InputResolver, *, missing_input_limit: int, metrics: ExecMetrics
+    ) -> None:
+        self._resolver = resolver
+        self._missing_input_limit = missing_input_limit
+        self._metrics = metrics
+
+    async def build(self, run: ExecRun) -> bool:
+        """Build the input tree of ``run``; returns True when the response is already final."""
+        request, toolchain = run.request, run.toolchain
+        assert toolchain is not None
+        lib = path_lib(run.style)
+
+        try:
+            paths = exec_paths(
+                run.style,
+                cwd=request.cwd,
+                input_filenames=[entry.filename for entry in request.input],
+                argv0=toolchain.argv0,
+                args=list(request.arg),
+                expected_output_files=list(request.expected_output_files),
+                expected_output_dirs=list(request.expected_output_dirs),
+            )
+        except BadRequest as exc:
+            return run.reject(f"bad input: {exc}")
+
+        try:
+            exec_root = derive_exec_root(
+                run.style, paths, toolchain.allow_chroot, request.requester_info.exec_root
+            )
+        except BadRequest as exc:
+            return run.reject(_exec_root_message(exc, toolchain))
+
+        run.root, run.need_chroot = lib.clean(exec_root.root), exec_root.need_chroot
+        run.cwd = lib.clean(request.cwd)
+
+        tree = MerkleTree(run.style)
+        missing = await self._add_inputs(run, tree)
+        if missing:
+            fill_missing_inputs(run.response, request, missing, limit=self._missing_input_limit)
+            run.missing = len(run.response.missing_input)
+            self._metrics.missing_inputs.inc(run.missing)
+            run.outcome = "missing_inputs"
+            return True
+
+        for directory in _extra_directories(run):
+            tree.add_directory(directory)
+
+        try:
+            run.layout = plan_run_layout(run)
+        except BadRequest as exc:
+            return run.reject(str(exc))
+        if run.layout.use_wrapper:
+            wrapper = digest_of_bytes(command_mod.WRAPPER_SCRIPT)
+            run.blobs.add_bytes(wrapper, command_mod.WRAPPER_SCRIPT)
+            tree.add_file(command_mod.WRAPPER_NAME, wrapper.to_proto(), is_executable=True)
+
+        built = tree.build()
+        for digest, data in built.directories.items():
+            run.blobs.add_bytes(digest, data)
+        run.input_root = DigestKey.of(built.root_digest)
+        return False
+
+    async def _add_inputs(self, run: ExecRun, tree: MerkleTree) -> list[tuple[str, str]]:
+        entries = list(run.request.input)
+        names: list[str | None] = [None] * len(entries)
+        missing: list[tuple[str, str]] = []
+        resolved: list[DigestKey | None] = [None] * len(entries)
+
+        for index, entry in enumerate(entries):
+            try:
+                names[index] = root_rel(run.style, entry.filename, run.cwd, run.root)
+            except OutOfRoot:
+                log.warning("input_out_of_root", filename=entry.filename, root=run.root)
+
+        async def resolve(index: int) -> None:
+            entry = entries[index]
+            try:
+                found = await self._resolver.resolve(entry)
+            except GomaProxyError as exc:
+                missing.append((entry.filename, f"input: {exc}"))
+                return
+            resolved[index] = found.digest
+            run.blobs.add(found.digest, found.source)
+
+        async with anyio.create_task_group() as group:
+            for index, name in enumerate(names):
+                if name is not None:
+                    group.start_soon(resolve, index)
+
+        for index, name in enumerate(names):
+            digest = resolved[index]
+            if name is not None and digest is not None:
+                tree.add_file(name, digest.to_proto())
+        return missing
+
+
+def _exec_root_message(exc: BadRequest, toolchain: Toolchain) -> str:
+    message = f"exec root detection failed: {exc}"
+    if not toolchain.allow_chroot:
+        message += (
+            "; inputs under different top-level directories need an action at the "
+            "absolute root, which this backend cannot run: install bubblewrap on the "
+            "server (Debian package bubblewrap) or make every input relative to cwd"
+        )
+    return message
+
+
+def _extra_directories(run: ExecRun) -> list[str]:
+    """Empty directories the action needs: system include dirs and output parents."""
+    lib = path_lib(run.style)
+    spec = run.request.command_spec
+    candidates = [
+        *spec.cxx_system_include_path,
+        *spec.system_include_path,
+        *spec.system_framework_path,
+    ]
+    candidates += [lib.dir(name) for name in request_outputs(run)]
+    candidates += request_output_dirs(run)
+
+    directories = []
+    for name in candidates:
+        try:
+            relative = root_rel(run.style, name, run.cwd, run.root)
+        except OutOfRoot:
+            continue
+        if relative:
+            directories.append(relative)
+    return directories
+
+
+def request_outputs(run: ExecRun) -> list[str]:
+    request = run.request
+    return command_output_files(
+        request.command_spec.name,
+        list(request.arg),
+        list(request.expected_output_files),
+        list(request.expected_output_dirs),
+    )
+
+
+def request_output_dirs(run: ExecRun) -> list[str]:
+    request = run.request
+    return command_output_dirs(
+        request.command_spec.name,
+        list(request.arg),
+        list(request.expected_output_files),
+        list(request.expected_output_dirs),
+    )
+
+
+def plan_run_layout(run: ExecRun) -> command_mod.Layout:
+    outputs = [root_relative_output(run, name) for name in request_outputs(run)]
+    output_dirs = [root_relative_output(run, name) for name in request_output_dirs(run)]
+    return command_mod.plan_layout(work_dir(run), outputs, output_dirs)
+
+
+def work_dir(run: ExecRun) -> str:
+    return root_rel(run.style, run.request.cwd, run.cwd, run.root)
+
+
+def root_relative_output(run: ExecRun, name: str) -> str:
+    try:
+        return root_rel(run.style, name, run.cwd, run.root)
+    except OutOfRoot:
+        raise BadRequest(f"output {name} is outside the exec root {run.root}") from None
