@@ -12,9 +12,12 @@ Steps:
   6. Compile a source with errors through the proxy. The exit status and the stderr
      bytes must match local gcc.
 
-The server is always stopped at the end, by PID. The exit status is 0 only when every
-check passed. ``--local-only`` runs steps 1 and 2 twice instead, prints each
-object's sha256 and checks that both local builds are identical.
+Each ``gomaproxy cc`` runs with GOMAPROXY_CLIENT_STATE_DIR in the work directory, so
+the client starts without a known-files cache. The server is always stopped at the
+end, by PID. The exit status is 0 only when every check passed.
+
+``--local-only`` runs steps 1 and 2 twice instead, prints each object's sha256 and
+checks that both local builds are identical.
 
 Usage: python scripts/accept_main.py [--local-only] [--jobs N] [--keep-work-dir]
 """
@@ -50,6 +53,7 @@ from fetch_samples import DEFAULT_CACHE_DIR, FetchError, fetch_samples
 from samples import BASE_FLAGS, SampleCompile, SampleListError, build_sample_compiles
 
 LOCAL_ACTIONS_METRIC = "gomaproxy_local_actions_executed_total"
+CLIENT_STATE_DIR_ENV = "GOMAPROXY_CLIENT_STATE_DIR"
 SERVER_HOST = "127.0.0.1"
 LOG_TAIL_LINES = 40
 OUTPUT_TAIL_LINES = 20
@@ -106,10 +110,17 @@ def tail_text(data: bytes, line_count: int = OUTPUT_TAIL_LINES) -> str:
     return "\n".join(f"    {line}" for line in lines[-line_count:])
 
 
-def run_command(args: list[str], cwd: Path, timeout: float) -> CommandResult:
-    """Run ``args`` in ``cwd`` and capture its output. A timeout kills the command."""
+def run_command(
+    args: list[str], cwd: Path, timeout: float, env: dict[str, str] | None = None
+) -> CommandResult:
+    """Run ``args`` in ``cwd`` and capture its output. A timeout kills the command.
+
+    ``env`` replaces the environment. None keeps this process's environment.
+    """
     try:
-        completed = subprocess.run(args, cwd=cwd, capture_output=True, timeout=timeout, check=False)
+        completed = subprocess.run(
+            args, cwd=cwd, env=env, capture_output=True, timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired as error:
         return CommandResult(args, cwd, None, error.stdout or b"", error.stderr or b"")
     return CommandResult(args, cwd, completed.returncode, completed.stdout, completed.stderr)
@@ -175,6 +186,25 @@ class CompileSettings:
     timeout: float
     gomaproxy_command: list[str] = field(default_factory=list)
     server_url: str = ""
+    client_state_dir: Path | None = None
+
+    def proxy_cc_args(self, report_path: Path, compiler_args: list[str]) -> list[str]:
+        """Return the ``gomaproxy cc`` command line that runs ``compiler_args``."""
+        return [
+            *self.gomaproxy_command, "cc",
+            "--server", self.server_url,
+            "--report", str(report_path),
+            "--", *compiler_args,
+        ]  # fmt: skip
+
+    def proxy_env(self) -> dict[str, str]:
+        """Return the environment for ``gomaproxy cc``: this process's environment with
+        the client state directory moved into the work directory, so that each run
+        starts with an empty known-files cache and leaves ~/.cache alone."""
+        env = dict(os.environ)
+        if self.client_state_dir is not None:
+            env[CLIENT_STATE_DIR_ENV] = str(self.client_state_dir)
+        return env
 
 
 def compile_locally(
@@ -191,13 +221,8 @@ def compile_through_proxy(
 ) -> CompileOutcome:
     object_path = object_dir / f"{compile_.name}.o"
     report_path = report_dir / f"{compile_.name}.json"
-    args = [
-        *settings.gomaproxy_command, "cc",
-        "--server", settings.server_url,
-        "--report", str(report_path),
-        "--", *compile_.gcc_args(object_path, settings.compiler),
-    ]  # fmt: skip
-    result = run_command(args, compile_.sdist_root, settings.timeout)
+    args = settings.proxy_cc_args(report_path, compile_.gcc_args(object_path, settings.compiler))
+    result = run_command(args, compile_.sdist_root, settings.timeout, settings.proxy_env())
     return CompileOutcome(compile_, result, object_path, sha256_file(object_path), report_path)
 
 
@@ -229,6 +254,9 @@ def report_failed_compiles(outcomes: list[CompileOutcome], label: str) -> int:
         reason = "wrote no object" if outcome.result.returncode == 0 else "failed"
         print(f"{label} compile of {outcome.compile.source} {reason}:")
         print(outcome.result.describe_failure())
+        if outcome.report_path is not None:
+            report = load_report(outcome.report_path)
+            print(f"report: {report if isinstance(report, str) else json.dumps(report)}")
     return len(failed)
 
 
@@ -538,7 +566,7 @@ def run_proxy_checks(
     actions_at_start = server.read_counter(LOCAL_ACTIONS_METRIC) or 0.0
     with timed_step(f"proxy compiles, first run ({total} files, {settings.jobs} jobs)", timings):
         first = compile_all_through_proxy(compiles, remote_dir, work_dir / "reports", settings)
-    report_failed_compiles(first, "proxy")
+    first_failures = report_failed_compiles(first, "proxy")
     identical = count_identical(local, first, "proxy")
     print(f"{identical}/{total} identical")
     print(f"   first run cache_hit values: {dict(summarize_cache_sources(first))}")
@@ -554,7 +582,7 @@ def run_proxy_checks(
         second = compile_all_through_proxy(
             compiles, remote_dir, work_dir / "reports-cached", settings
         )
-    report_failed_compiles(second, "proxy (cached)")
+    second_failures = report_failed_compiles(second, "proxy (cached)")
     cached_identical = count_identical(local, second, "proxy (cached)")
     cache_hits = count_cache_hits(second)
     actions_after = server.read_counter(LOCAL_ACTIONS_METRIC)
@@ -565,7 +593,9 @@ def run_proxy_checks(
         broken_ok = run_broken_source(work_dir, settings)
 
     return (
-        identical == total
+        first_failures == 0
+        and second_failures == 0
+        and identical == total
         and cached_identical == total
         and cache_hits == total
         and metric_ok
@@ -592,13 +622,8 @@ def run_broken_source(work_dir: Path, settings: CompileSettings) -> bool:
     gcc_args = broken_gcc_args(settings.compiler)
     local = run_command(gcc_args, broken_dir, settings.timeout)
     report_path = work_dir / "reports" / "broken.json"
-    proxy_args = [
-        *settings.gomaproxy_command, "cc",
-        "--server", settings.server_url,
-        "--report", str(report_path),
-        "--", *gcc_args,
-    ]  # fmt: skip
-    proxy = run_command(proxy_args, broken_dir, settings.timeout)
+    proxy_args = settings.proxy_cc_args(report_path, gcc_args)
+    proxy = run_command(proxy_args, broken_dir, settings.timeout, settings.proxy_env())
     return compare_broken_source(local, proxy)
 
 
@@ -716,6 +741,7 @@ def run(args: argparse.Namespace, work_dir: Path, timings: list[tuple[str, float
         return run_local_only(compiles, work_dir, settings, timings)
 
     settings.gomaproxy_command = args.gomaproxy or default_gomaproxy_command()
+    settings.client_state_dir = work_dir / "client-state"
     return run_with_server(compiles, work_dir, settings, args, timings)
 
 
