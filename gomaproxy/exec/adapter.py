@@ -53,8 +53,8 @@ from gomaproxy.remote.execute import ExecutePolicy, execute_and_wait
 
 log = structlog.get_logger(__name__)
 
-# Re-uploads after the backend reports inputs missing at Execute time, before the
-# request is answered with missing inputs instead.
+# Re-uploads after the backend reports inputs missing at Execute time.  After that
+# many, the client gets those inputs back as missing inputs.
 MAX_PRECONDITION_REUPLOADS = 2
 
 
@@ -223,8 +223,8 @@ class Adapter:
         environment = command_mod.parse_environment(request.env)
         platform = dict(toolchain.platform)
         if run.need_chroot:
-            # The action sees the host's toolchain directories and its inputs at their
-            # client paths; it needs a PATH to find the assembler and friends.
+            # The action runs with the host's toolchain directories and its inputs at their
+            # client paths.  gcc needs PATH to find the assembler it runs.
             environment.setdefault("PATH", _toolchain_path(toolchain.argv0))
             environment.setdefault("HOME", "/")
             platform["InputRootAbsolutePath"] = "/"

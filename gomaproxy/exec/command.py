@@ -103,7 +103,7 @@ WRAPPER_SCRIPT = b'#!/bin/sh\nset -e\nif [ -n "$WORK_DIR" ]; then cd "$WORK_DIR"
 
 @dataclass(frozen=True)
 class Layout:
-    """Where the command runs and how its outputs are named in the Command."""
+    """The working directory of a Command and the names of its outputs."""
 
     working_directory: str
     use_wrapper: bool

@@ -37,7 +37,7 @@ class GomaFiles(Protocol):
 
 
 class InputError(GomaProxyError):
-    """An input the server cannot use; the client is told to send it again."""
+    """An input the server cannot use; the response asks the client to send it again."""
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ SAFE_PLATFORM_PROPERTIES = frozenset({"container-image", "InputRootAbsolutePath"
 
 @dataclass(frozen=True)
 class Toolchain:
-    """What the inventory picked for one request."""
+    """The toolchain and platform picked for one request."""
 
     # Path of the compiler as argv[0] of the remote command.
     argv0: str
@@ -83,8 +83,8 @@ def apply_client_platform(
 ) -> bool:
     """Merge the client's platform properties into ``platform``.
 
-    Returns False after marking ``response`` BAD_REQUEST when any property is not one a
-    client may set; every property is checked so the client sees all offenders at once.
+    Returns False after marking ``response`` BAD_REQUEST when a property is not one a
+    client may set.  Every property is checked, so the client gets all offenders at once.
     """
     ok = True
     for prop in request.requester_info.platform_properties:
