@@ -50,6 +50,7 @@ from gomaproxy.protos import remote_execution_pb2 as re_pb2
 from gomaproxy.remote import cas
 from gomaproxy.remote.backend import Backend
 from gomaproxy.remote.execute import ExecutePolicy, execute_and_wait
+from gomaproxy.remote.requester import bound_requester
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +73,7 @@ class Adapter:
         metrics: ExecMetrics,
         instance_name: str = "",
         digest_cache: DigestCache | None = None,
+        input_root_absolute_path: bool = True,
     ) -> None:
         self._backend = backend
         self._files = files
@@ -80,6 +82,8 @@ class Adapter:
         self._limiters = limiters
         self._metrics = metrics
         self._instance = instance_name
+        # Whether actions may carry the InputRootAbsolutePath platform property.
+        self._input_root_absolute_path = input_root_absolute_path
         self._digest_cache = digest_cache or DigestCache(config.digest_cache_entries)
         resolver = InputResolver(files, self._digest_cache, limiters.file_lookup)
         self._input_tree = InputTreeBuilder(
@@ -97,7 +101,10 @@ class Adapter:
             GomaProxyError: backend failures and deadlines; the frontend maps the code to
                 an HTTP status so the client retries or falls back.
         """
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
+        with (
+            structlog.contextvars.bound_contextvars(request_id=request_id),
+            bound_requester(request.requester_info),
+        ):
             return await self._exec(request)
 
     async def _exec(self, request: goma_pb2.ExecReq) -> goma_pb2.ExecResp:
@@ -165,7 +172,9 @@ class Adapter:
             return
 
         with self._phase(run, "input_tree", config.input_tree_timeout_s) as scope:
-            done = await self._input_tree.build(run)
+            done = await self._input_tree.build(
+                run, absolute_symlinks=await self._absolute_symlinks_allowed()
+            )
         if scope.cancelled_caught:
             raise GomaProxyError("building the input tree timed out", code=Code.DEADLINE_EXCEEDED)
         if done:
@@ -193,6 +202,12 @@ class Adapter:
             return
 
         response = await self._execute(run)
+        if response is not None and _is_cached_failure(response, run.request):
+            # The backend's own cache lookup found a failure.  Failures may come from a
+            # broken worker, so they are run once more without the cache.
+            log.info("execute_cached_failure_ignored", exit_code=response.result.exit_code)
+            run.request.cache_policy = goma_pb2.ExecReq.STORE_ONLY
+            response = await self._execute(run)
         if response is None:
             return
 
@@ -220,20 +235,21 @@ class Adapter:
         request, toolchain = run.request, run.toolchain
         assert toolchain is not None and run.input_root is not None
 
-        environment = command_mod.parse_environment(request.env)
+        environment = self._allowed_environment(run)
         platform = dict(toolchain.platform)
         if run.need_chroot:
             # The action runs with the host's toolchain directories and its inputs at their
             # client paths.  gcc needs PATH to find the assembler it runs.
             environment.setdefault("PATH", _toolchain_path(toolchain.argv0))
             environment.setdefault("HOME", "/")
-            platform["InputRootAbsolutePath"] = "/"
+            if self._input_root_absolute_path:
+                platform["InputRootAbsolutePath"] = "/"
         else:
-            run.relocatable = self._is_relocatable(run)
+            run.relocatable = self._is_relocatable(run, environment)
             if run.relocatable:
                 for name in command_mod.CWD_VARIABLES:
                     environment.pop(name, None)
-            elif toolchain.absolute_root_supported:
+            elif toolchain.absolute_root_supported and self._input_root_absolute_path:
                 platform.setdefault("InputRootAbsolutePath", run.root)
             else:
                 raise BadRequest(
@@ -245,7 +261,8 @@ class Adapter:
 
         layout = run.layout
         assert layout is not None
-        arguments = [toolchain.argv0, *request.arg[1:]]
+        target = request.command_spec.target if toolchain.clang_need_target else None
+        arguments = command_mod.command_arguments(toolchain.argv0, request.arg, target=target)
         if layout.use_wrapper:
             arguments.insert(0, f"./{command_mod.WRAPPER_NAME}")
             environment["WORK_DIR"] = work_dir(run) or "."
@@ -276,23 +293,40 @@ class Adapter:
         run.action, run.action_digest = action, action_digest
         run.response.cache_key = str(action_digest)
 
-    def _is_relocatable(self, run: ExecRun) -> bool:
+    def _allowed_environment(self, run: ExecRun) -> dict[str, str]:
+        compiler = run.request.command_spec.name
+        parsed = command_mod.parse_environment(run.request.env)
+        environment, dropped = command_mod.allowed_environment(compiler, parsed)
+        if dropped:
+            log.debug("environment_dropped", compiler=compiler, variables=dropped)
+        return environment
+
+    def _is_relocatable(self, run: ExecRun, environment: dict[str, str]) -> bool:
         request = run.request
+        compiler = request.command_spec.name
         try:
             check_relocatable(
-                request.command_spec.name,
+                compiler,
                 list(request.arg),
-                list(request.env),
+                [f"{name}={value}" for name, value in environment.items()],
                 windows=run.style is PathStyle.WINDOWS,
             )
         except NotRelocatable as exc:
             run.not_relocatable_reason = str(exc)
             log.info(
                 "request_not_relocatable",
+                compiler=compiler,
                 reason=str(exc),
                 unknown_flag=isinstance(exc, UnknownFlag),
             )
             return False
+
+        reason = (
+            "javac outputs never contain the working directory"
+            if compiler == "javac"
+            else "no argument or variable names an absolute path"
+        )
+        log.debug("request_relocatable", compiler=compiler, reason=reason)
         return True
 
     async def _server_capabilities(self) -> re_pb2.ServerCapabilities:
@@ -301,13 +335,18 @@ class Adapter:
             self._capabilities = await self._backend.get_capabilities(request)
         return self._capabilities
 
+    async def _absolute_symlinks_allowed(self) -> bool:
+        capabilities = await self._server_capabilities()
+        strategy = capabilities.cache_capabilities.symlink_absolute_path_strategy
+        return strategy == re_pb2.SymlinkAbsolutePathStrategy.ALLOWED
+
     async def _check_cache(self, run: ExecRun) -> re_pb2.ActionResult | None:
         if run.request.cache_policy == goma_pb2.ExecReq.STORE_ONLY:
             return None
         assert run.action_digest is not None
 
         request = re_pb2.GetActionResultRequest(
-            instance_name=self._instance, action_digest=run.action_digest.to_proto()
+            instance_name=self._instance, action_digest=_lookup_digest(run).to_proto()
         )
         try:
             result = await self._backend.get_action_result(request)
@@ -458,6 +497,31 @@ def _output_base(run: ExecRun) -> str:
     if not working_directory:
         return run.root
     return path_lib(run.style).join(run.root, working_directory)
+
+
+def _lookup_digest(run: ExecRun) -> DigestKey:
+    """Return the action digest to look up in the action cache.
+
+    A LOOKUP_ONLY request runs its action with ``do_not_cache``, and that flag is part
+    of the action digest, so no result is ever stored under it.  Such a request looks up
+    the same action without the flag, where LOOKUP_AND_STORE requests store results.
+    """
+    assert run.action is not None and run.action_digest is not None
+    if not run.action.do_not_cache:
+        return run.action_digest
+
+    cacheable = re_pb2.Action()
+    cacheable.CopyFrom(run.action)
+    cacheable.do_not_cache = False
+    return digest_of_message(cacheable)[0]
+
+
+def _is_cached_failure(response: re_pb2.ExecuteResponse, request: goma_pb2.ExecReq) -> bool:
+    return (
+        response.cached_result
+        and response.result.exit_code != 0
+        and request.cache_policy != goma_pb2.ExecReq.STORE_ONLY
+    )
 
 
 def _toolchain_path(argv0: str) -> str:

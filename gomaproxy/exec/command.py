@@ -15,6 +15,66 @@ from gomaproxy.protos import remote_execution_pb2 as re_pb2
 # absolute working directory; dropped for relocatable requests.
 CWD_VARIABLES = ("PWD",)
 
+# Environment variables that reach the action, by compiler.  Every other variable is
+# dropped, so that PATH, HOME or USER of one developer never change the action digest.
+# The gcc/clang list is what goma clients forward for these compilers (the goma
+# client's GCCFlags::IsServerImportantEnv); DEVELOPER_DIR selects the Xcode on macOS.
+GCC_ENVIRONMENT = frozenset(
+    {
+        "PWD",
+        "LIBRARY_PATH",
+        "CPATH",
+        "C_INCLUDE_PATH",
+        "CPLUS_INCLUDE_PATH",
+        "OBJC_INCLUDE_PATH",
+        "DEPENDENCIES_OUTPUT",
+        "SUNPRO_DEPENDENCIES",
+        "MACOSX_DEPLOYMENT_TARGET",
+        "SDKROOT",
+        "DEVELOPER_DIR",
+    }
+)
+# clang-cl also reads the MSVC include and library search paths.  Windows compares
+# variable names without regard to case, so these names are matched that way.
+CLANG_CL_ENVIRONMENT = GCC_ENVIRONMENT | {"INCLUDE", "LIB"}
+# goma clients send no variables for javac.  javac itself reads CLASSPATH when no
+# -classpath is given, and extra options from JDK_JAVAC_OPTIONS (JDK 9 and later).
+JAVAC_ENVIRONMENT = frozenset({"PWD", "CLASSPATH", "JDK_JAVAC_OPTIONS"})
+
+
+def allowed_environment(
+    compiler: str, environment: Mapping[str, str]
+) -> tuple[dict[str, str], list[str]]:
+    """Split ``environment`` into the variables ``compiler`` may see and the dropped names.
+
+    Compilers other than clang-cl and javac get the gcc/clang list.
+    """
+    if compiler == "clang-cl":
+        allowed = {name.upper() for name in CLANG_CL_ENVIRONMENT}
+        keep = {name: value for name, value in environment.items() if name.upper() in allowed}
+    else:
+        allowed = JAVAC_ENVIRONMENT if compiler == "javac" else GCC_ENVIRONMENT
+        keep = {name: value for name, value in environment.items() if name in allowed}
+
+    dropped = sorted(name for name in environment if name not in keep)
+    return keep, dropped
+
+
+def command_arguments(argv0: str, client_args: Sequence[str], *, target: str | None) -> list[str]:
+    """Return the arguments to run: ``argv0`` in place of the client's argv[0], then the rest.
+
+    With a ``target``, ``--target=<target>`` goes right after argv[0] unless an argument
+    is ``-target`` or starts with ``--target=``.
+    """
+    arguments = [argv0, *client_args[1:]]
+    if target is None:
+        return arguments
+
+    names_target = any(arg == "-target" or arg.startswith("--target=") for arg in arguments)
+    if not names_target:
+        arguments.insert(1, f"--target={target}")
+    return arguments
+
 
 def parse_environment(entries: Iterable[str]) -> dict[str, str]:
     """Split ``NAME=value`` entries; a later entry for a name replaces an earlier one.

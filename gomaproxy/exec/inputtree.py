@@ -7,16 +7,19 @@ root is skipped with a warning, as goma-server does.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import anyio
 import structlog
 
 from gomaproxy.digest import DigestKey, digest_of_bytes
 from gomaproxy.errors import BadRequest, GomaProxyError
 from gomaproxy.exec import command as command_mod
-from gomaproxy.exec.clientpath import path_lib
+from gomaproxy.exec.blobs import BlobNotFound, BlobSource
+from gomaproxy.exec.clientpath import ClientPathLib, path_lib
 from gomaproxy.exec.execroot import OutOfRoot, derive_exec_root, exec_paths, root_rel
 from gomaproxy.exec.inputs import InputResolver
-from gomaproxy.exec.inventory import Toolchain
+from gomaproxy.exec.inventory import CommandFile, ServerFileSource, Toolchain
 from gomaproxy.exec.merkle import MerkleTree
 from gomaproxy.exec.missing import fill_missing_inputs
 from gomaproxy.exec.outputs import command_output_dirs, command_output_files
@@ -36,8 +39,12 @@ class InputTreeBuilder:
         self._missing_input_limit = missing_input_limit
         self._metrics = metrics
 
-    async def build(self, run: ExecRun) -> bool:
-        """Build the input tree of ``run``; returns True when the response is already final."""
+    async def build(self, run: ExecRun, *, absolute_symlinks: bool = True) -> bool:
+        """Build the input tree of ``run``; returns True when the response is already final.
+
+        With ``absolute_symlinks`` false, because the backend rejects symlinks with
+        absolute targets, toolchain symlinks get targets relative to their directory.
+        """
         request, toolchain = run.request, run.toolchain
         assert toolchain is not None
         lib = path_lib(run.style)
@@ -74,6 +81,7 @@ class InputTreeBuilder:
             run.outcome = "missing_inputs"
             return True
 
+        add_command_files(run, tree, absolute_symlinks=absolute_symlinks)
         for directory in _extra_directories(run):
             tree.add_directory(directory)
 
@@ -119,10 +127,12 @@ class InputTreeBuilder:
                 if name is not None:
                     group.start_soon(resolve, index)
 
+        executables = executable_inputs(run.toolchain)
         for index, name in enumerate(names):
             digest = resolved[index]
             if name is not None and digest is not None:
-                tree.add_file(name, digest.to_proto())
+                executable = entries[index].filename in executables
+                tree.add_file(name, digest.to_proto(), is_executable=executable)
         return missing
 
 
@@ -195,3 +205,79 @@ def root_relative_output(run: ExecRun, name: str) -> str:
         return root_rel(run.style, name, run.cwd, run.root)
     except OutOfRoot:
         raise BadRequest(f"output {name} is outside the exec root {run.root}") from None
+
+
+def executable_inputs(toolchain: Toolchain | None) -> frozenset[str]:
+    """Return the input filenames that the toolchain marks executable.
+
+    An input with the same path as an executable command file counts too, because the
+    input then is that command file.
+    """
+    if toolchain is None:
+        return frozenset()
+    from_files = {file.path for file in toolchain.command_files if file.is_executable}
+    return toolchain.executable_inputs | from_files
+
+
+def add_command_files(run: ExecRun, tree: MerkleTree, *, absolute_symlinks: bool) -> None:
+    """Add the toolchain's command files to ``tree`` and their sources to ``run.blobs``.
+
+    A command file with the path of an input is that input and is not added again.  A
+    command file outside the exec root is skipped, like such an input.
+    """
+    assert run.toolchain is not None
+    lib = path_lib(run.style)
+    input_names = {entry.filename for entry in run.request.input}
+
+    for file in run.toolchain.command_files:
+        if file.path in input_names:
+            continue
+        try:
+            name = root_rel(run.style, file.path, run.cwd, run.root)
+        except OutOfRoot:
+            log.debug("command_file_out_of_root", path=file.path, root=run.root)
+            continue
+
+        if file.symlink:
+            target = file.symlink
+            if not absolute_symlinks and lib.is_abs(target):
+                link = file.path if lib.is_abs(file.path) else lib.join(run.cwd, file.path)
+                target = relative_symlink_target(lib, link, target)
+            tree.add_symlink(name, target)
+            continue
+
+        if file.digest is None:
+            log.warning("command_file_without_content", path=file.path)
+            continue
+        tree.add_file(name, file.digest.to_proto(), is_executable=file.is_executable)
+        if file.digest not in run.blobs:
+            run.blobs.add(file.digest, _command_file_source(file))
+
+
+def relative_symlink_target(lib: ClientPathLib, link: str, target: str) -> str:
+    """Return absolute ``target`` relative to the directory of the symlink at ``link``.
+
+    ``link`` must be absolute; a relative link path is taken relative to the cwd by the
+    caller, so ``/a/b.txt`` pointing to ``/c/d.txt`` gets ``../c/d.txt``.
+    """
+    return lib.rel(lib.dir(lib.clean(link)), lib.clean(target))
+
+
+def _command_file_source(file: CommandFile) -> BlobSource:
+    if file.source_path:
+        return ServerFileSource(file.source_path)
+    return _CasOnlySource(file)
+
+
+@dataclass(frozen=True)
+class _CasOnlySource:
+    """A toolchain file that only the CAS can provide; reading it is an error."""
+
+    file: CommandFile
+    filename: str | None = None
+
+    async def read(self) -> bytes:
+        raise BlobNotFound(
+            f"toolchain file {self.file.path} ({self.file.digest}) is not in the CAS and "
+            "the inventory names no source file for it"
+        )

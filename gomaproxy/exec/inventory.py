@@ -16,6 +16,7 @@ from typing import Protocol
 import anyio
 import structlog
 
+from gomaproxy.digest import DigestKey
 from gomaproxy.exec.clientpath import PathStyle
 from gomaproxy.protos import goma_data_pb2 as goma_pb2
 
@@ -39,6 +40,42 @@ class Toolchain:
     allow_chroot: bool = False
     # The backend honours the InputRootAbsolutePath platform property.
     absolute_root_supported: bool = True
+    # Toolchain files that the input tree must contain besides the goma inputs.
+    command_files: tuple[CommandFile, ...] = ()
+    # Input filenames whose FileNode gets the executable bit.  They come from the
+    # toolchain specs of the request, never from a stat on this host, so two requests
+    # for the same files give the same input root.
+    executable_inputs: frozenset[str] = frozenset()
+    # Insert --target=<command_spec.target> after argv[0] unless the arguments already
+    # name a target (the toolchain's clang needs it to pick its target).
+    clang_need_target: bool = False
+
+
+@dataclass(frozen=True)
+class CommandFile:
+    """A toolchain file placed in the input tree at a client path.
+
+    A file has a ``digest``; its bytes come from ``source_path`` on this host when set,
+    else the CAS must already hold them.  A symlink has a ``symlink`` target and no
+    digest.
+    """
+
+    path: str
+    digest: DigestKey | None = None
+    is_executable: bool = False
+    symlink: str = ""
+    source_path: str = ""
+
+
+@dataclass(frozen=True)
+class ServerFileSource:
+    """A blob read from a file on this host, such as a toolchain file of the inventory."""
+
+    path: str
+    filename: str | None = None
+
+    async def read(self) -> bytes:
+        return await anyio.to_thread.run_sync(_read_file, self.path)
 
 
 class Inventory(Protocol):
@@ -192,6 +229,11 @@ class LocalCompilerInventory:
 def _resolve_and_stat(path: str) -> tuple[str, os.stat_result]:
     real = os.path.realpath(path)
     return real, os.stat(real)
+
+
+def _read_file(path: str) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
 
 
 def _sha256_file(path: str) -> str:

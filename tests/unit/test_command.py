@@ -133,3 +133,66 @@ def test_fill_missing_inputs_thins_and_keeps_pairs_aligned() -> None:
     for name, reason in zip(response.missing_input, response.missing_reason, strict=True):
         assert reason == f"why {name}"
     assert list(response.missing_input) == sorted(response.missing_input)
+
+
+@pytest.mark.parametrize(
+    ("compiler", "kept", "dropped"),
+    [
+        ("gcc", ["CPATH", "PWD", "SDKROOT"], ["HOME", "INCLUDE", "PATH", "USER"]),
+        ("clang++", ["CPATH", "PWD", "SDKROOT"], ["HOME", "INCLUDE", "PATH", "USER"]),
+        ("clang-cl", ["CPATH", "INCLUDE", "PWD", "SDKROOT"], ["HOME", "PATH", "USER"]),
+        ("javac", ["PWD"], ["CPATH", "HOME", "INCLUDE", "PATH", "SDKROOT", "USER"]),
+        ("clang-tidy", ["CPATH", "PWD", "SDKROOT"], ["HOME", "INCLUDE", "PATH", "USER"]),
+    ],
+    ids=["gcc", "clang++", "clang-cl", "javac", "other-uses-gcc-list"],
+)
+def test_allowed_environment_per_compiler(
+    compiler: str, kept: list[str], dropped: list[str]
+) -> None:
+    """Each compiler keeps only its allowlisted variables; the rest are named as dropped."""
+    environment = {
+        name: "x" for name in ["PWD", "PATH", "HOME", "USER", "CPATH", "SDKROOT", "INCLUDE"]
+    }
+
+    keep, removed = command.allowed_environment(compiler, environment)
+
+    assert sorted(keep) == kept
+    assert removed == dropped
+
+
+def test_allowed_environment_clang_cl_ignores_case() -> None:
+    """clang-cl matches Windows variable names without regard to case."""
+    keep, removed = command.allowed_environment(
+        "clang-cl", {"Include": "a", "lib": "b", "Path": "c"}
+    )
+
+    assert keep == {"Include": "a", "lib": "b"}
+    assert removed == ["Path"]
+
+
+@pytest.mark.parametrize(
+    ("client_args", "target", "expected"),
+    [
+        (["gcc", "-c", "a.c"], None, ["/tc/cc", "-c", "a.c"]),
+        (
+            ["clang", "-c", "a.c"],
+            "x86_64-linux-gnu",
+            ["/tc/cc", "--target=x86_64-linux-gnu", "-c", "a.c"],
+        ),
+        (["clang", "-target", "arm", "-c"], "x86_64-linux-gnu", ["/tc/cc", "-target", "arm", "-c"]),
+        (["clang", "--target=arm", "-c"], "x86_64-linux-gnu", ["/tc/cc", "--target=arm", "-c"]),
+        (["clang"], "x86_64-linux-gnu", ["/tc/cc", "--target=x86_64-linux-gnu"]),
+    ],
+    ids=[
+        "argv0-replaced",
+        "target-inserted",
+        "separate-target-kept",
+        "joined-target-kept",
+        "only-argv0",
+    ],
+)
+def test_command_arguments_replaces_argv0(
+    client_args: list[str], target: str | None, expected: list[str]
+) -> None:
+    """argv[0] becomes the toolchain path and --target is added only when none is given."""
+    assert command.command_arguments("/tc/cc", client_args, target=target) == expected
