@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from google.protobuf import any_pb2
@@ -19,6 +20,7 @@ from gomaproxy.errors import BackendError, Code
 from gomaproxy.protos import bytestream_pb2 as bs_pb2
 from gomaproxy.protos import longrunning_pb2 as lro_pb2
 from gomaproxy.protos import remote_execution_pb2 as re_pb2
+from gomaproxy.remote.backend import Backend
 
 # Runs an action: gets the Command and the CAS, returns the ActionResult.
 Runner = Callable[[re_pb2.Command, dict[DigestKey, bytes]], re_pb2.ActionResult]
@@ -53,6 +55,16 @@ class FakeBackend:
     scripts: list[StreamScript] = field(default_factory=list)
     operations: dict[str, re_pb2.ExecuteRequest] = field(default_factory=dict)
     executions: int = 0
+    action_result_requests: list[re_pb2.GetActionResultRequest] = field(default_factory=list)
+    # The symlink_absolute_path_strategy capability sent in GetCapabilities.
+    symlink_strategy: int = re_pb2.SymlinkAbsolutePathStrategy.DISALLOWED
+    # Read by open_proxy: the fake accepts actions with InputRootAbsolutePath.
+    supports_absolute_input_root: bool = True
+    # Execute returns a result from action_cache, as REAPI servers do, unless the
+    # request sets skip_cache_lookup.
+    serve_cached_on_execute: bool = False
+    # False makes every GetActionResult a miss, so only Execute returns cached results.
+    answer_action_result: bool = True
 
     async def get_capabilities(
         self, request: re_pb2.GetCapabilitiesRequest
@@ -60,6 +72,7 @@ class FakeBackend:
         self.calls["GetCapabilities"] += 1
         capabilities = re_pb2.ServerCapabilities()
         capabilities.cache_capabilities.max_batch_total_size_bytes = self.max_batch_total_size_bytes
+        capabilities.cache_capabilities.symlink_absolute_path_strategy = self.symlink_strategy
         capabilities.low_api_version.major = 2
         capabilities.high_api_version.major, capabilities.high_api_version.minor = self.high_api
         return capabilities
@@ -68,8 +81,9 @@ class FakeBackend:
         self, request: re_pb2.GetActionResultRequest
     ) -> re_pb2.ActionResult:
         self.calls["GetActionResult"] += 1
+        self.action_result_requests.append(request)
         result = self.action_cache.get(DigestKey.of(request.action_digest))
-        if result is None:
+        if result is None or not self.answer_action_result:
             raise BackendError(Code.NOT_FOUND, "no cached result")
         return result
 
@@ -160,7 +174,11 @@ class FakeBackend:
 
         yield lro_pb2.Operation(name=name)
         response = re_pb2.ExecuteResponse()
-        if script.status is not None:
+        cached = self.action_cache.get(DigestKey.of(request.action_digest))
+        if self.serve_cached_on_execute and cached is not None and not request.skip_cache_lookup:
+            response.result.CopyFrom(cached)
+            response.cached_result = True
+        elif script.status is not None:
             response.status.code = script.status
             response.status.message = "scripted status"
         else:
@@ -190,3 +208,97 @@ class FakeBackend:
         digest = digest_of_bytes(data)
         self.cas[digest] = data
         return digest
+
+
+@dataclass
+class RecordingBackend:
+    """Passes every call to ``inner`` and records the calls and the requests.
+
+    It wraps a real backend, such as the local one, so that tests can check which cache
+    lookups and executions the adapter requested and what the backend returned.
+    """
+
+    inner: Backend
+    name: str = "recording"
+    calls: Counter[str] = field(default_factory=Counter)
+    action_result_requests: list[re_pb2.GetActionResultRequest] = field(default_factory=list)
+    execute_requests: list[re_pb2.ExecuteRequest] = field(default_factory=list)
+    execute_responses: list[re_pb2.ExecuteResponse] = field(default_factory=list)
+
+    @property
+    def supports_absolute_input_root(self) -> bool:
+        return bool(getattr(self.inner, "supports_absolute_input_root", False))
+
+    async def get_capabilities(
+        self, request: re_pb2.GetCapabilitiesRequest
+    ) -> re_pb2.ServerCapabilities:
+        self.calls["GetCapabilities"] += 1
+        return await self.inner.get_capabilities(request)
+
+    async def get_action_result(
+        self, request: re_pb2.GetActionResultRequest
+    ) -> re_pb2.ActionResult:
+        self.calls["GetActionResult"] += 1
+        self.action_result_requests.append(request)
+        return await self.inner.get_action_result(request)
+
+    async def find_missing_blobs(
+        self, request: re_pb2.FindMissingBlobsRequest
+    ) -> re_pb2.FindMissingBlobsResponse:
+        self.calls["FindMissingBlobs"] += 1
+        return await self.inner.find_missing_blobs(request)
+
+    async def batch_update_blobs(
+        self, request: re_pb2.BatchUpdateBlobsRequest
+    ) -> re_pb2.BatchUpdateBlobsResponse:
+        self.calls["BatchUpdateBlobs"] += 1
+        return await self.inner.batch_update_blobs(request)
+
+    async def batch_read_blobs(
+        self, request: re_pb2.BatchReadBlobsRequest
+    ) -> re_pb2.BatchReadBlobsResponse:
+        self.calls["BatchReadBlobs"] += 1
+        return await self.inner.batch_read_blobs(request)
+
+    async def read(self, request: bs_pb2.ReadRequest) -> AsyncIterator[bs_pb2.ReadResponse]:
+        self.calls["Read"] += 1
+        async with aclosing(self.inner.read(request)) as stream:
+            async for response in stream:
+                yield response
+
+    async def write(self, requests: AsyncIterable[bs_pb2.WriteRequest]) -> bs_pb2.WriteResponse:
+        self.calls["Write"] += 1
+        return await self.inner.write(requests)
+
+    async def query_write_status(
+        self, request: bs_pb2.QueryWriteStatusRequest
+    ) -> bs_pb2.QueryWriteStatusResponse:
+        self.calls["QueryWriteStatus"] += 1
+        return await self.inner.query_write_status(request)
+
+    async def execute(self, request: re_pb2.ExecuteRequest) -> AsyncIterator[lro_pb2.Operation]:
+        self.calls["Execute"] += 1
+        self.execute_requests.append(request)
+        async with aclosing(self.inner.execute(request)) as stream:
+            async for operation in stream:
+                self._record_response(operation)
+                yield operation
+
+    async def wait_execution(
+        self, request: re_pb2.WaitExecutionRequest
+    ) -> AsyncIterator[lro_pb2.Operation]:
+        self.calls["WaitExecution"] += 1
+        async with aclosing(self.inner.wait_execution(request)) as stream:
+            async for operation in stream:
+                self._record_response(operation)
+                yield operation
+
+    async def aclose(self) -> None:
+        self.calls["aclose"] += 1
+
+    def _record_response(self, operation: lro_pb2.Operation) -> None:
+        if not operation.done or not operation.HasField("response"):
+            return
+        response = re_pb2.ExecuteResponse()
+        operation.response.Unpack(response)
+        self.execute_responses.append(response)
