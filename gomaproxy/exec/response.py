@@ -5,11 +5,19 @@ FILE_CHUNKs kept in the goma file store and referenced from an inline FILE_META.
 output blob is also stored under its hash key, so a client that later sends an object
 file by hash key only (as a link input, say) finds it.  When the whole response would
 pass the size limit, embedded FILEs are stored and replaced by FILE_REFs.
+
+goma has no symlink outputs, so an output symlink (in any of the ActionResult symlink
+lists, or inside an output directory) is sent as the file it points to.  Its target
+must resolve, through at most ``MAX_SYMLINK_HOPS`` symlinks, to a file of the same
+result or to a directory of the result, whose files are then sent under the symlink's
+path.  Any other symlink, such as one to an absolute path, becomes an error_message
+line, so the client retries and then compiles locally.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import posixpath
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -23,6 +31,12 @@ from gomaproxy.protos import goma_data_pb2 as goma_pb2
 from gomaproxy.protos import remote_execution_pb2 as re_pb2
 
 log = structlog.get_logger(__name__)
+
+# Symlinks followed from one output symlink before it is reported as unresolvable.
+MAX_SYMLINK_HOPS = 8
+
+# (path relative to the working directory, digest, is_executable) of one output file.
+OutputFile = tuple[str, DigestKey, bool]
 
 
 @dataclass
@@ -109,8 +123,16 @@ async def _convert_outputs(
                 output.is_executable,
             )
         )
+    symlinks = [(link.path, link.target) for link in _output_symlinks(action_result)]
     for directory in action_result.output_directories:
-        jobs.extend(await _directory_files(ctx, directory))
+        jobs.extend(await _directory_files(ctx, directory, symlinks))
+
+    files = [(path, digest, executable) for path, _, digest, executable in jobs]
+    resolved, errors = resolve_output_symlinks(files, symlinks)
+    for error in errors:
+        log.warning("output_symlink_unresolved", error=error)
+    for path, digest, executable in resolved:
+        jobs.append((path, _client_name(ctx, path), digest, executable))
 
     converted: list[_Converted | None] = [None] * len(jobs)
 
@@ -123,7 +145,82 @@ async def _convert_outputs(
     async with anyio.create_task_group() as group:
         for index, job in enumerate(jobs):
             group.start_soon(convert, index, *job)
-    return [c for c in converted if c is not None]
+
+    symlink_errors = [_Converted("", None, False, error=error) for error in errors]
+    return [c for c in converted if c is not None] + symlink_errors
+
+
+def _output_symlinks(action_result: re_pb2.ActionResult) -> list[re_pb2.OutputSymlink]:
+    """List the output symlinks of all three ActionResult fields, each path once."""
+    by_path: dict[str, re_pb2.OutputSymlink] = {}
+    for link in (
+        *action_result.output_symlinks,
+        *action_result.output_file_symlinks,
+        *action_result.output_directory_symlinks,
+    ):
+        by_path.setdefault(link.path, link)
+    return list(by_path.values())
+
+
+def resolve_output_symlinks(
+    files: Sequence[OutputFile], symlinks: Sequence[tuple[str, str]]
+) -> tuple[list[OutputFile], list[str]]:
+    """Turn output symlinks into the output files they point to (pure).
+
+    Args:
+        files: the regular output files, including those of output directories.
+        symlinks: ``(path, target)`` of each output symlink; a relative target is
+            relative to the symlink's directory, as on POSIX.
+
+    Returns:
+        The files to send under the symlinks' paths, and one error message per symlink
+        that does not resolve to a file or directory of the result.
+    """
+    by_path = {path: (digest, executable) for path, digest, executable in files}
+    links = dict(symlinks)
+    resolved: list[OutputFile] = []
+    errors: list[str] = []
+
+    for path, target in symlinks:
+        real = _follow_symlink(path, links)
+        found = _files_at(real, by_path) if real is not None else []
+        if not found:
+            errors.append(
+                f"output symlink {path} -> {target} does not point to a file or directory "
+                "of the action result, and goma clients cannot receive symlinks"
+            )
+            continue
+        resolved.extend((path + suffix, digest, executable) for suffix, digest, executable in found)
+    return resolved, errors
+
+
+def _follow_symlink(path: str, links: Mapping[str, str]) -> str | None:
+    """Return the non-symlink path that ``path`` leads to, or None when it leaves the result."""
+    current = path
+    for _ in range(MAX_SYMLINK_HOPS):
+        target = links.get(current)
+        if target is None:
+            return current
+        if posixpath.isabs(target):
+            return None
+        current = posixpath.normpath(posixpath.join(posixpath.dirname(current), target))
+        if current == ".." or current.startswith("../"):
+            return None
+    return None if current in links else current
+
+
+def _files_at(path: str, by_path: Mapping[str, tuple[DigestKey, bool]]) -> list[OutputFile]:
+    """Return the file at ``path`` with suffix "", or the files below it with "/<rest>"."""
+    if path in by_path:
+        digest, executable = by_path[path]
+        return [("", digest, executable)]
+
+    prefix = path + "/"
+    return [
+        (name[len(path) :], digest, executable)
+        for name, (digest, executable) in by_path.items()
+        if name.startswith(prefix)
+    ]
 
 
 def _client_name(ctx: OutputContext, root_relative: str) -> str:
@@ -157,7 +254,7 @@ async def _output_blob(ctx: OutputContext, content: bytes) -> goma_pb2.FileBlob:
 
 
 async def _directory_files(
-    ctx: OutputContext, directory: re_pb2.OutputDirectory
+    ctx: OutputContext, directory: re_pb2.OutputDirectory, symlinks: list[tuple[str, str]]
 ) -> list[tuple[str, str, DigestKey, bool]]:
     if not directory.HasField("tree_digest"):
         log.warning("output_directory_without_tree", path=directory.path)
@@ -170,7 +267,7 @@ async def _directory_files(
         children[digest_of_bytes(child.SerializeToString(deterministic=True))] = child
 
     jobs: list[tuple[str, str, DigestKey, bool]] = []
-    _walk_tree(ctx, tree.root, directory.path, children, jobs)
+    _walk_tree(ctx, tree.root, directory.path, children, jobs, symlinks)
     return jobs
 
 
@@ -180,16 +277,19 @@ def _walk_tree(
     prefix: str,
     children: dict[DigestKey, re_pb2.Directory],
     jobs: list[tuple[str, str, DigestKey, bool]],
+    symlinks: list[tuple[str, str]],
 ) -> None:
     for file in node.files:
         path = f"{prefix}/{file.name}"
         jobs.append((path, _client_name(ctx, path), DigestKey.of(file.digest), file.is_executable))
+    for link in node.symlinks:
+        symlinks.append((f"{prefix}/{link.name}", link.target))
     for sub in node.directories:
         child = children.get(DigestKey.of(sub.digest))
         if child is None:
             log.warning("output_tree_missing_child", directory=f"{prefix}/{sub.name}")
             continue
-        _walk_tree(ctx, child, f"{prefix}/{sub.name}", children, jobs)
+        _walk_tree(ctx, child, f"{prefix}/{sub.name}", children, jobs, symlinks)
 
 
 def _set_execution_stats(
