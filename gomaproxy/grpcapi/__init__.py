@@ -1,0 +1,1 @@
+"""gRPC services that gomaproxy serves, through the bridge in ``gomaproxy.remote.bridge``."""
