@@ -71,6 +71,32 @@ class BackendConfig:
 
     address: str = "local"
     instance_name: str = ""
+    # TLS for grpcs:// addresses: a PEM CA bundle to trust instead of the system's, and
+    # a PEM client certificate and key for servers that require one.
+    tls_ca_file: str = ""
+    tls_client_cert_file: str = ""
+    tls_client_key_file: str = ""
+    # A file whose content is sent as "authorization: Bearer <token>"; read at start.
+    bearer_token_file: str = ""
+    # More headers for every call, each "name: value".
+    extra_headers: list[str] = field(default_factory=list)
+    # Longest time, in seconds, of one call (0 means no limit): unary CAS, action cache
+    # and capabilities calls; one ByteStream Read or Write stream; one Execute or
+    # WaitExecution stream, which exec.execute_attempt_timeout_s usually ends first.
+    rpc_timeout_s: float = 20.0
+    bytestream_timeout_s: float = 120.0
+    execute_timeout_s: float = 3600.0
+    # Total time in seconds one call may spend on retries of transient errors.
+    retry_budget_s: float = 30.0
+    # The backend runs actions with the input root as the filesystem root and the host's
+    # toolchain directories mounted, as buildbox-casd's bubblewrap runner can.  Requests
+    # whose inputs share no directory below the root then run at their client paths.
+    absolute_root: bool = False
+    # Send the InputRootAbsolutePath platform property.  Google's RBE honours it; most
+    # other servers reject actions with a property that no worker declares.
+    # NOTE: without it, a request that is not relocatable is rejected unless its inputs
+    # already put its exec root at the filesystem root.
+    input_root_absolute_path_property: bool = False
 
 
 @dataclass
@@ -273,6 +299,16 @@ def _validate(config: Config) -> None:
         raise ConfigError(
             f"server.url_prefix must start with '/', not {config.server.url_prefix!r}"
         )
+
+    timeouts = {
+        "backend.rpc_timeout_s": config.backend.rpc_timeout_s,
+        "backend.bytestream_timeout_s": config.backend.bytestream_timeout_s,
+        "backend.execute_timeout_s": config.backend.execute_timeout_s,
+        "backend.retry_budget_s": config.backend.retry_budget_s,
+    }
+    for name, value in timeouts.items():
+        if value < 0:
+            raise ConfigError(f"{name} must be 0 or more seconds, not {value}")
 
     positive = {
         "exec.file_lookup_concurrency": config.exec.file_lookup_concurrency,

@@ -23,6 +23,7 @@ from gomaproxy.errors import BackendError, Code, GomaProxyError
 from gomaproxy.protos import bytestream_pb2 as bs_pb2
 from gomaproxy.protos import remote_execution_pb2 as re_pb2
 from gomaproxy.remote.backend import Backend
+from gomaproxy.remote.retry import is_message_too_large
 
 log = structlog.get_logger(__name__)
 
@@ -186,19 +187,78 @@ async def _upload_batch(
         for index, digest in enumerate(batch):
             group.start_soon(load, index, digest)
 
-    request = re_pb2.BatchUpdateBlobsRequest(instance_name=instance_name)
-    for digest, data in zip(batch, contents, strict=True):
-        if data is not None:
-            request.requests.add(digest=digest.to_proto(), data=data)
-    if not request.requests:
-        return failures
+    loaded = [(d, data) for d, data in zip(batch, contents, strict=True) if data is not None]
+    if loaded:
+        failures.extend(await _send_batch(backend, instance_name, loaded))
+    return failures
 
-    response = await backend.batch_update_blobs(request)
+
+async def _send_batch(
+    backend: Backend, instance_name: str, blobs: list[tuple[DigestKey, bytes]]
+) -> list[MissingBlob]:
+    """Send one BatchUpdateBlobs, splitting it when the server rejects it as too large.
+
+    Servers may count a batch differently or accept less than they advertise, so a
+    RESOURCE_EXHAUSTED that names the message size is answered by sending the two
+    halves, down to single blobs, which then go by ByteStream.
+    """
+    request = re_pb2.BatchUpdateBlobsRequest(instance_name=instance_name)
+    for digest, data in blobs:
+        request.requests.add(digest=digest.to_proto(), data=data)
+
+    try:
+        response = await backend.batch_update_blobs(request)
+    except BackendError as exc:
+        if not is_message_too_large(exc):
+            raise
+        return await _split_rejected_batch(backend, instance_name, blobs, exc)
+
+    failures = []
     for entry in response.responses:
         if entry.status.code != Code.OK:
             reason = f"batch update blob: {Code(entry.status.code).name}: {entry.status.message}"
             failures.append(MissingBlob(DigestKey.of(entry.digest), reason))
     return failures
+
+
+async def _split_rejected_batch(
+    backend: Backend,
+    instance_name: str,
+    blobs: list[tuple[DigestKey, bytes]],
+    error: BackendError,
+) -> list[MissingBlob]:
+    log.info(
+        "batch_rejected_as_too_large",
+        blobs=len(blobs),
+        serialized_bytes=sum(batch_entry_bytes(digest) for digest, _ in blobs),
+        error=error.message,
+    )
+    if len(blobs) == 1:
+        digest, data = blobs[0]
+        try:
+            await write_blob(backend, instance_name, digest, data)
+        except GomaProxyError as exc:
+            return [MissingBlob(digest, str(exc))]
+        return []
+
+    middle = halving_index([digest.size_bytes for digest, _ in blobs])
+    first = await _send_batch(backend, instance_name, blobs[:middle])
+    second = await _send_batch(backend, instance_name, blobs[middle:])
+    return first + second
+
+
+def halving_index(sizes: Sequence[int]) -> int:
+    """Return where to cut a batch of at least two blobs into halves of similar bytes.
+
+    Both halves get at least one blob.
+    """
+    half = sum(sizes) / 2
+    total = 0
+    for index, size in enumerate(sizes[:-1]):
+        total += size
+        if total >= half:
+            return index + 1
+    return len(sizes) - 1
 
 
 def upload_resource_name(instance_name: str, digest: DigestKey) -> str:
