@@ -95,10 +95,14 @@ async def open_proxy(
         if file_store is None:
             file_store = await DiskFileStore.open(state_dir / "files", config.file_store.max_bytes)
         if backend is None:
-            backend = await _open_backend(config, registry)
-            stack.push_async_callback(backend.aclose)
+            backend = await _open_backend(config, registry, stack)
 
         allow_chroot = bool(getattr(backend, "supports_absolute_input_root", False))
+        # A backend that does not say whether it accepts the InputRootAbsolutePath
+        # property, as the local one, gets it when it runs actions at absolute paths.
+        absolute_path_property = bool(
+            getattr(backend, "sends_input_root_absolute_path", allow_chroot)
+        )
         if inventory is None:
             inventory = LocalCompilerInventory(allow_chroot=allow_chroot)
 
@@ -113,6 +117,7 @@ async def open_proxy(
             limiters=limiters,
             metrics=ExecMetrics(registry),
             instance_name=config.backend.instance_name,
+            input_root_absolute_path=absolute_path_property,
         )
         log.info(
             "proxy_opened",
@@ -125,12 +130,19 @@ async def open_proxy(
         )
 
 
-async def _open_backend(config: Config, registry: CollectorRegistry) -> Backend:
+async def _open_backend(
+    config: Config, registry: CollectorRegistry, stack: AsyncExitStack
+) -> Backend:
+    """Open the configured backend; ``stack`` closes it."""
     address = config.backend.address
+    if address.startswith(("grpc://", "grpcs://")):
+        from gomaproxy.remote.grpc_backend import open_grpc_backend
+
+        return await stack.enter_async_context(open_grpc_backend(config.backend))
     if address != "local":
         raise ConfigError(
-            f"backend address {address!r} is not supported by this build; use 'local' "
-            "for the embedded backend"
+            f"backend address {address!r} is not supported; use 'local' for the embedded "
+            "backend, or grpc://host:port or grpcs://host:port for a REAPI server"
         )
 
     from gomaproxy.local.backend import LocalBackend
@@ -148,4 +160,5 @@ async def _open_backend(config: Config, registry: CollectorRegistry) -> Backend:
     opener = getattr(backend, "open", None)
     if opener is not None:
         await opener()
+    stack.push_async_callback(backend.aclose)
     return backend
