@@ -211,6 +211,65 @@ class CorruptingReadBackend(RecordingBackend):
                 yield response
 
 
+class FlakyByteStreamBackend(RecordingBackend):
+    """Breaks the first Read after one chunk and the first Write in one of two ways.
+
+    ``keep_partial`` makes the broken Write store its first request, so the upload can
+    resume.  Otherwise the server keeps nothing and the client must start over.
+    """
+
+    def __init__(self, inner: Backend, *, keep_partial: bool) -> None:
+        super().__init__(inner)
+        self.keep_partial = keep_partial
+        self.read_requests: list[bs_pb2.ReadRequest] = []
+        # (resource name, first write offset) of every Write stream.
+        self.writes: list[tuple[str, int]] = []
+
+    async def read(self, request: bs_pb2.ReadRequest) -> AsyncIterator[bs_pb2.ReadResponse]:
+        self.read_requests.append(bs_pb2.ReadRequest.FromString(request.SerializeToString()))
+        broken = len(self.read_requests) == 1
+        async with aclosing(super().read(request)) as responses:
+            async for response in responses:
+                yield response
+                if broken:
+                    raise BackendError(Code.UNAVAILABLE, "the test server broke the Read stream")
+
+    async def write(self, requests: AsyncIterable[bs_pb2.WriteRequest]) -> bs_pb2.WriteResponse:
+        stream = aiter(requests)
+        first = await anext(stream)
+        self.writes.append((first.resource_name, first.write_offset))
+        if len(self.writes) > 1:
+            return await super().write(_prepend(first, stream))
+
+        if self.keep_partial:
+            await super().write(_prepend(first, _nothing()))
+        raise BackendError(Code.UNAVAILABLE, "the test server broke the Write stream")
+
+
+async def _prepend(
+    first: bs_pb2.WriteRequest, rest: AsyncIterator[bs_pb2.WriteRequest]
+) -> AsyncIterator[bs_pb2.WriteRequest]:
+    yield first
+    async for request in rest:
+        yield request
+
+
+async def _nothing() -> AsyncIterator[bs_pb2.WriteRequest]:
+    return
+    yield bs_pb2.WriteRequest()  # makes this an async generator
+
+
+class StallingBackend(RecordingBackend):
+    """Never returns from FindMissingBlobs."""
+
+    async def find_missing_blobs(
+        self, request: re_pb2.FindMissingBlobsRequest
+    ) -> re_pb2.FindMissingBlobsResponse:
+        self._record("FindMissingBlobs", request.instance_name)
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+
 @pytest.fixture
 async def local_backend(tmp_path: Path) -> AsyncIterator[LocalBackend]:
     backend = LocalBackend(tmp_path / "server", cas_max_bytes=1 << 30, registry=CollectorRegistry())
@@ -232,6 +291,12 @@ async def grpc_client(port: int, **settings: Any) -> AsyncIterator[GrpcBackend]:
     config = BackendConfig(address=f"grpc://127.0.0.1:{port}", **settings)
     async with open_grpc_backend(config) as backend:
         yield backend
+
+
+def _whole_write(digest: DigestKey, data: bytes) -> bs_pb2.WriteRequest:
+    return bs_pb2.WriteRequest(
+        resource_name=cas.upload_resource_name("", digest), data=data, finish_write=True
+    )
 
 
 def _blob(index: int, size: int) -> bytes:
@@ -473,6 +538,95 @@ async def test_grpc_backend_unreachable_server_is_unavailable() -> None:
 
     assert caught.value.code == Code.UNAVAILABLE
     assert "attempts" in caught.value.message
+
+
+async def test_grpc_backend_read_resumes_at_offset(local_backend: LocalBackend) -> None:
+    """A Read that breaks after one chunk is resumed at the offset already received."""
+    flaky = FlakyByteStreamBackend(local_backend, keep_partial=False)
+    data = _blob(6, 3 * MiB)
+    digest = digest_of_bytes(data)
+
+    with trio.fail_after(60):
+        async with serving(flaky) as port, grpc_client(port) as client:
+            await local_backend.write(_prepend(_whole_write(digest, data), _nothing()))
+            downloaded = await cas.read_blob(client, "", digest)
+
+    assert downloaded == data
+    assert len(flaky.read_requests) == 2
+    assert flaky.read_requests[0].read_offset == 0
+    assert flaky.read_requests[1].read_offset == 1 * MiB
+
+
+async def test_grpc_backend_write_resumes_partial_upload(local_backend: LocalBackend) -> None:
+    """A broken Write resumes under the same name at the size QueryWriteStatus returns."""
+    flaky = FlakyByteStreamBackend(local_backend, keep_partial=True)
+    data = _blob(7, 5 * MiB)
+    digest = digest_of_bytes(data)
+
+    with trio.fail_after(60):
+        async with serving(flaky) as port, grpc_client(port) as client:
+            await cas.write_blob(client, "", digest, data)
+            downloaded = await cas.read_blob(client, "", digest)
+
+    assert downloaded == data
+    assert flaky.calls["QueryWriteStatus"] == 1
+    (first_name, first_offset), (second_name, second_offset) = flaky.writes
+    assert first_offset == 0
+    assert second_name == first_name
+    assert second_offset == 2 * MiB
+
+
+async def test_grpc_backend_write_restarts_lost_upload(local_backend: LocalBackend) -> None:
+    """A broken Write the server forgot starts again at 0 under a new upload id."""
+    flaky = FlakyByteStreamBackend(local_backend, keep_partial=False)
+    data = _blob(8, 3 * MiB)
+    digest = digest_of_bytes(data)
+
+    with trio.fail_after(60):
+        async with serving(flaky) as port, grpc_client(port, instance_name="x") as client:
+            await cas.write_blob(client, "x", digest, data)
+            missing = await cas.find_missing_blobs(client, "x", [digest])
+
+    assert missing == []
+    (first_name, _), (second_name, second_offset) = flaky.writes
+    assert second_offset == 0
+    assert second_name != first_name
+    assert second_name.startswith("x/uploads/")
+    assert second_name.endswith(f"/blobs/{digest.hash}/{digest.size_bytes}")
+
+
+async def test_grpc_backend_caller_cancel_not_retried(local_backend: LocalBackend) -> None:
+    """A call that the caller cancels is abandoned at once and the channel stays usable."""
+    stalling = StallingBackend(local_backend)
+
+    with trio.fail_after(30):
+        async with serving(stalling) as port, grpc_client(port) as client:
+            with trio.move_on_after(0.5) as scope:
+                await client.find_missing_blobs(re_pb2.FindMissingBlobsRequest())
+            capabilities = await client.get_capabilities(re_pb2.GetCapabilitiesRequest())
+
+    assert scope.cancelled_caught
+    assert stalling.calls["FindMissingBlobs"] == 1
+    assert capabilities.execution_capabilities.exec_enabled
+
+
+async def test_grpc_backend_deadline_retried_within_budget(local_backend: LocalBackend) -> None:
+    """A call past its per-RPC deadline is retried until the retry budget is spent."""
+    stalling = StallingBackend(local_backend)
+
+    with trio.fail_after(30):
+        async with (
+            serving(stalling) as port,
+            grpc_client(port, rpc_timeout_s=0.3, retry_budget_s=1.5) as client,
+        ):
+            started = trio.current_time()
+            with pytest.raises(BackendError) as caught:
+                await client.find_missing_blobs(re_pb2.FindMissingBlobsRequest())
+            elapsed = trio.current_time() - started
+
+    assert caught.value.code == Code.DEADLINE_EXCEEDED
+    assert stalling.calls["FindMissingBlobs"] >= 2
+    assert elapsed < 3.0
 
 
 async def test_upload_splits_batch_rejected_as_too_large(local_backend: LocalBackend) -> None:
