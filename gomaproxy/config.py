@@ -143,6 +143,9 @@ class ExecConfig:
     missing_input_limit: int = 100
     max_response_bytes: int = 6 * MiB
     digest_cache_entries: int = 2_000_000
+    # A TOML toolchain inventory (see gomaproxy/exec/toml_inventory.py).  Empty means
+    # the compiler at the client's local_compiler_path on this host, by binary hash.
+    inventory_file: str = ""
 
 
 @dataclass

@@ -10,6 +10,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import structlog
@@ -19,6 +20,7 @@ from gomaproxy.config import Config
 from gomaproxy.errors import ConfigError
 from gomaproxy.exec.adapter import Adapter, Limiters
 from gomaproxy.exec.inventory import Inventory, LocalCompilerInventory
+from gomaproxy.exec.toml_inventory import load_toml_inventory
 from gomaproxy.goma.fileservice import FileService
 from gomaproxy.goma.filestore import DiskFileStore, FileStore
 from gomaproxy.goma.frontend import FrontendLimits, make_app
@@ -104,7 +106,7 @@ async def open_proxy(
             getattr(backend, "sends_input_root_absolute_path", allow_chroot)
         )
         if inventory is None:
-            inventory = LocalCompilerInventory(allow_chroot=allow_chroot)
+            inventory = await _open_inventory(config, allow_chroot)
 
         limiters = Limiters.from_config(config.exec)
         registry.register(LimiterCollector(limiters.by_name()))
@@ -128,6 +130,15 @@ async def open_proxy(
         yield GomaProxy(
             config=config, backend=backend, files=files, adapter=adapter, registry=registry
         )
+
+
+async def _open_inventory(config: Config, absolute_roots: bool) -> Inventory:
+    """Load the configured inventory file, or use the compilers on this host."""
+    if not config.exec.inventory_file:
+        return LocalCompilerInventory(allow_chroot=absolute_roots)
+
+    path = Path(config.exec.inventory_file)
+    return await load_toml_inventory(path, absolute_roots=absolute_roots)
 
 
 async def _open_backend(
