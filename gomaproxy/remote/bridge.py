@@ -364,10 +364,9 @@ async def serve(
     for them for at most ``CLEANUP_TIMEOUT_S``.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.create_server((host, port), family=family)
-    bound_port = listener.getsockname()[1]
-
     async with trio_asyncio.open_loop() as loop:
+        listener = socket.create_server((host, port), family=family)
+        bound_port = listener.getsockname()[1]
         try:
             server = await loop.run_aio_coroutine(
                 _start_server(loop, handlers, listener, ssl_context)

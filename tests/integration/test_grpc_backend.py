@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -318,6 +319,29 @@ async def test_grpc_backend_reads_capabilities_once(local_backend: LocalBackend)
     assert second == first
     assert recorder.calls["GetCapabilities"] == 1
     assert recorder.instances == [("GetCapabilities", "ci")]
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback address")
+async def test_grpc_backend_ipv6_loopback(local_backend: LocalBackend) -> None:
+    """A grpc://[::1]:port address reaches a server on the IPv6 loopback."""
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(functools.partial(serve_backend, local_backend, host="::1"))
+            config = BackendConfig(address=f"grpc://[::1]:{port}")
+            async with open_grpc_backend(config) as client:
+                capabilities = await client.get_capabilities(re_pb2.GetCapabilitiesRequest())
+            nursery.cancel_scope.cancel()
+
+    assert capabilities.high_api_version.major == 2
 
 
 async def test_grpc_backend_find_missing_in_chunks(local_backend: LocalBackend) -> None:
