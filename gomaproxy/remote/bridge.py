@@ -1,8 +1,7 @@
 """The one bridge between trio and grpclib, which runs only on asyncio.
 
 This is the only module of gomaproxy, apart from the generated ``protos``, that imports
-asyncio, trio_asyncio or grpclib.  It
-offers three things to trio code:
+asyncio, trio_asyncio or grpclib.  It offers three things to trio code:
 
 - ``open_channel``: a client ``Channel`` with ``unary``, ``server_stream``,
   ``client_stream`` and ``close``;
