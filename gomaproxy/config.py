@@ -80,13 +80,15 @@ class BackendConfig:
     bearer_token_file: str = ""
     # More headers for every call, each "name: value".
     extra_headers: list[str] = field(default_factory=list)
-    # Longest time, in seconds, of one call (0 means no limit): unary CAS, action cache
-    # and capabilities calls; one ByteStream Read or Write stream; one Execute or
-    # WaitExecution stream, which exec.execute_attempt_timeout_s usually ends first.
+    # Maximum time in seconds of one call, where 0 means no limit.  rpc_timeout_s covers
+    # the unary CAS, action cache and capabilities calls, bytestream_timeout_s one Read
+    # or Write stream, and execute_timeout_s one Execute or WaitExecution stream, which
+    # exec.execute_attempt_timeout_s usually ends first.
     rpc_timeout_s: float = 20.0
     bytestream_timeout_s: float = 120.0
     execute_timeout_s: float = 3600.0
-    # Total time in seconds one call may spend on retries of transient errors.
+    # Total time in seconds one call may spend on retries of transient errors; 0 turns
+    # retries off.
     retry_budget_s: float = 30.0
     # The backend runs actions with the input root as the filesystem root and the host's
     # toolchain directories mounted, as buildbox-casd's bubblewrap runner can.  Requests
