@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -63,7 +64,6 @@ BWRAP_REQUIRED_MESSAGE = (
 
 # Bounds for cleanup that must finish even when the execution is cancelled.
 _CLEANUP_TIMEOUT_S = 60.0
-_KILL_WAIT_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -373,22 +373,24 @@ async def run_process_group(
     Raises:
         BackendError: INVALID_ARGUMENT when the program cannot be started.
 
-    Cancellation kills the process group, waits for the process (shielded, bounded) and
-    re-raises.
+    Cancellation kills the process group and re-raises; the worker thread that started
+    the process reaps it.
     """
     stdout_file, stderr_file = await anyio.to_thread.run_sync(
         _create_output_files, stdout_path, stderr_path
     )
+    child = _Child(argv=list(argv), cwd=cwd, env=dict(env), stdout=stdout_file, stderr=stderr_file)
+
+    timed_out = False
+    returncode: int | None = None
     try:
-        process = await anyio.open_process(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=stdout_file,
-            stderr=stderr_file,
-            cwd=cwd,
-            env=dict(env),
-            start_new_session=True,
-        )
+        with anyio.move_on_after(timeout_s) as scope:
+            # A limiter of its own: anyio's shared thread limiter must not be held for the
+            # length of a compile, because file operations need those threads.
+            returncode = await anyio.to_thread.run_sync(
+                child.run, abandon_on_cancel=True, limiter=anyio.CapacityLimiter(1)
+            )
+        timed_out = scope.cancelled_caught
     except OSError as exc:
         raise BackendError(
             Code.INVALID_ARGUMENT,
@@ -396,20 +398,61 @@ async def run_process_group(
             "command's first argument and its working directory",
         ) from exc
     finally:
-        stdout_file.close()
-        stderr_file.close()
+        pid = child.stop()
+        if pid is not None:
+            _kill_process_group(pid)
 
-    timed_out = False
-    try:
-        with anyio.move_on_after(timeout_s) as scope:
-            await process.wait()
-        timed_out = scope.cancelled_caught
-    finally:
-        _kill_process_group(process.pid)
-        with anyio.move_on_after(_KILL_WAIT_TIMEOUT_S, shield=True):
-            await process.wait()
+    return ProcessResult(exit_code=_exit_code(returncode), timed_out=timed_out)
 
-    return ProcessResult(exit_code=_exit_code(process.returncode), timed_out=timed_out)
+
+class _Child:
+    """One child process, started and reaped by a single worker thread.
+
+    bubblewrap's --die-with-parent kills the sandbox when the *thread* that started it
+    exits, so the thread that calls Popen also waits for the process.  ``stop`` makes a
+    start that has not happened yet a no-op and returns the pid to kill, if any.
+    """
+
+    def __init__(
+        self,
+        *,
+        argv: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        stdout: IO[bytes],
+        stderr: IO[bytes],
+    ) -> None:
+        self._argv, self._cwd, self._env = argv, cwd, env
+        self._stdout, self._stderr = stdout, stderr
+        self._lock = threading.Lock()
+        # Set by stop(); a child never starts after it.
+        self._stopped = False
+        self._pid: int | None = None
+
+    def run(self) -> int | None:
+        try:
+            with self._lock:
+                if self._stopped:
+                    return None
+                process = subprocess.Popen(
+                    self._argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=self._stdout,
+                    stderr=self._stderr,
+                    cwd=self._cwd,
+                    env=self._env,
+                    start_new_session=True,
+                )
+                self._pid = process.pid
+        finally:
+            self._stdout.close()
+            self._stderr.close()
+        return process.wait()
+
+    def stop(self) -> int | None:
+        with self._lock:
+            self._stopped = True
+            return self._pid
 
 
 def _create_output_files(stdout_path: Path, stderr_path: Path) -> tuple[IO[bytes], IO[bytes]]:
