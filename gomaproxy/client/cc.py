@@ -47,6 +47,7 @@ from gomaproxy.client.inputs import (
     exec_inputs,
     plan_inputs,
     record_missing,
+    record_received,
     record_success,
 )
 from gomaproxy.client.request import (
@@ -308,6 +309,10 @@ class _RemoteCompile:
         if isinstance(decision, MissingInputs):
             self.stats.missing_rounds += 1
             await anyio.to_thread.run_sync(record_missing, self.store, planned, decision.filenames)
+            embedded = {entry.filename for entry in request.input if entry.HasField("content")}
+            await anyio.to_thread.run_sync(
+                record_received, self.store, planned, embedded, decision.filenames
+            )
             raise _Retry(
                 f"server lacks {len(decision.filenames)} inputs",
                 decision.filenames,

@@ -28,6 +28,7 @@ import enum
 import os
 import random
 import sqlite3
+import time
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +133,7 @@ class KnownFileStore:
             isolation_level=None,
             check_same_thread=False,
         )
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._enable_write_ahead_log()
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS files ("
             " path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL,"
@@ -142,6 +143,19 @@ class KnownFileStore:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value INTEGER NOT NULL)"
         )
+
+    def _enable_write_ahead_log(self) -> None:
+        # Switching the journal mode needs an exclusive lock and does not wait on the
+        # busy timeout, so two launchers creating the database at once retry here.
+        deadline = time.monotonic() + _SQLITE_BUSY_TIMEOUT
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @classmethod
     def open_in(cls, state_dir: Path) -> KnownFileStore:
@@ -386,6 +400,25 @@ def record_missing(
     store.mark_keys_missing(keys)
     if is_mostly_missing(len(missing), len(planned)):
         store.send_all_content = True
+
+
+def record_received(
+    store: KnownFileStore,
+    planned: Sequence[PlannedInput],
+    embedded: Collection[str],
+    missing: Collection[str],
+) -> None:
+    """Record that the server stores the inputs it received with content last round.
+
+    gomaproxy writes every embedded blob to its file store before it answers, so a file
+    that was embedded and not reported missing need not be embedded again.  Without
+    this, new files would be embedded in every missing-input round and crowd the files
+    the server lacks out of the 1 MiB budget.
+    """
+    received = [
+        item for item in planned if item.filename in embedded and item.filename not in missing
+    ]
+    store.mark_on_server((item.identity, item.hash_key) for item in received)
 
 
 def record_success(store: KnownFileStore, inputs: Iterable[PlannedInput]) -> None:
