@@ -197,11 +197,19 @@ class CompileSettings:
             "--", *compiler_args,
         ]  # fmt: skip
 
+    def local_env(self) -> dict[str, str]:
+        """Return the environment of local gcc runs: this process's, in the C locale.
+
+        goma clients forward no locale variables, so the remote gcc always writes its
+        messages in the C locale; the local compile must too for stderr to compare.
+        """
+        return {**os.environ, "LC_ALL": "C"}
+
     def proxy_env(self) -> dict[str, str]:
-        """Return the environment for ``gomaproxy cc``: this process's environment with
-        the client state directory moved into the work directory, so that each run
-        starts with an empty known-files cache and leaves ~/.cache alone."""
-        env = dict(os.environ)
+        """Return the environment for ``gomaproxy cc``: the local one with the client
+        state directory moved into the work directory, so that each run starts with an
+        empty known-files cache and leaves ~/.cache alone."""
+        env = self.local_env()
         if self.client_state_dir is not None:
             env[CLIENT_STATE_DIR_ENV] = str(self.client_state_dir)
         return env
@@ -212,7 +220,7 @@ def compile_locally(
 ) -> CompileOutcome:
     object_path = object_dir / f"{compile_.name}.o"
     args = compile_.gcc_args(object_path, settings.compiler)
-    result = run_command(args, compile_.sdist_root, settings.timeout)
+    result = run_command(args, compile_.sdist_root, settings.timeout, settings.local_env())
     return CompileOutcome(compile_, result, object_path, sha256_file(object_path))
 
 
@@ -537,7 +545,9 @@ def run_local_only(
 
     with timed_step("broken source, local gcc", timings):
         broken_dir = write_broken_source(work_dir)
-        broken = run_command(broken_gcc_args(settings.compiler), broken_dir, settings.timeout)
+        broken = run_command(
+            broken_gcc_args(settings.compiler), broken_dir, settings.timeout, settings.local_env()
+        )
     broken_ok = broken.returncode == 1 and b"error" in broken.stderr
     print(
         f"broken source: local gcc exit {broken.returncode}, {len(broken.stderr)} bytes of stderr"
@@ -620,7 +630,7 @@ def check_metric_unchanged(before: float | None, after: float | None) -> bool:
 def run_broken_source(work_dir: Path, settings: CompileSettings) -> bool:
     broken_dir = write_broken_source(work_dir)
     gcc_args = broken_gcc_args(settings.compiler)
-    local = run_command(gcc_args, broken_dir, settings.timeout)
+    local = run_command(gcc_args, broken_dir, settings.timeout, settings.local_env())
     report_path = work_dir / "reports" / "broken.json"
     proxy_args = settings.proxy_cc_args(report_path, gcc_args)
     proxy = run_command(proxy_args, broken_dir, settings.timeout, settings.proxy_env())
