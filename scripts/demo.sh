@@ -34,7 +34,14 @@ cd "$work"
 for round in 1 2; do
   "$root/.venv/bin/gomaproxy" cc --server "$server" --report "report$round.json" \
     -- gcc -O2 -c hello.c -o hello.o
-  echo "compile $round: $(cat "report$round.json")"
+  "$root/.venv/bin/python" - "report$round.json" "$round" <<'PY'
+import json
+import sys
+
+report = json.load(open(sys.argv[1]))
+print(f"compile {sys.argv[2]}: exit {report['exit_status']}, cache {report['cache_hit']}, "
+      f"{report['exec_calls']} Exec calls, outputs {', '.join(report['outputs'])}")
+PY
 done
 gcc hello.o -o hello
 ./hello
