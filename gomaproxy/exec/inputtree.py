@@ -16,8 +16,14 @@ from gomaproxy.digest import DigestKey, digest_of_bytes
 from gomaproxy.errors import BadRequest, GomaProxyError
 from gomaproxy.exec import command as command_mod
 from gomaproxy.exec.blobs import BlobNotFound, BlobSource
-from gomaproxy.exec.clientpath import ClientPathLib, path_lib
-from gomaproxy.exec.execroot import OutOfRoot, derive_exec_root, exec_paths, root_rel
+from gomaproxy.exec.clientpath import ClientPathLib, PathStyle, path_lib
+from gomaproxy.exec.execroot import (
+    OutOfRoot,
+    dedupe_windows_inputs,
+    derive_exec_root,
+    exec_paths,
+    root_rel,
+)
 from gomaproxy.exec.inputs import InputResolver
 from gomaproxy.exec.inventory import CommandFile, ServerFileSource, Toolchain
 from gomaproxy.exec.merkle import MerkleTree
@@ -54,7 +60,8 @@ class InputTreeBuilder:
                 run.style,
                 cwd=request.cwd,
                 input_filenames=[entry.filename for entry in request.input],
-                argv0=toolchain.argv0,
+                # An empty argv0 adds only the cwd, which is in the list already.
+                argv0="" if toolchain.argv0_on_workers else toolchain.argv0,
                 args=list(request.arg),
                 expected_output_files=list(request.expected_output_files),
                 expected_output_dirs=list(request.expected_output_dirs),
@@ -102,6 +109,9 @@ class InputTreeBuilder:
 
     async def _add_inputs(self, run: ExecRun, tree: MerkleTree) -> list[tuple[str, str]]:
         entries = list(run.request.input)
+        if run.style is PathStyle.WINDOWS:
+            # Windows file names ignore case, so Foo.h and foo.h are one input.
+            entries = dedupe_windows_inputs(entries, run.cwd, lambda entry: entry.filename)
         names: list[str | None] = [None] * len(entries)
         missing: list[tuple[str, str]] = []
         resolved: list[DigestKey | None] = [None] * len(entries)
@@ -193,7 +203,14 @@ def request_output_dirs(run: ExecRun) -> list[str]:
 def plan_run_layout(run: ExecRun) -> command_mod.Layout:
     outputs = [root_relative_output(run, name) for name in request_outputs(run)]
     output_dirs = [root_relative_output(run, name) for name in request_output_dirs(run)]
-    return command_mod.plan_layout(work_dir(run), outputs, output_dirs)
+
+    base = work_dir(run)
+    if run.style is PathStyle.WINDOWS:
+        # REAPI paths always use "/", while Windows root-relative names use "\".
+        base = base.replace("\\", "/")
+        outputs = [name.replace("\\", "/") for name in outputs]
+        output_dirs = [name.replace("\\", "/") for name in output_dirs]
+    return command_mod.plan_layout(base, outputs, output_dirs)
 
 
 def work_dir(run: ExecRun) -> str:

@@ -49,6 +49,9 @@ class Toolchain:
     # Insert --target=<command_spec.target> after argv[0] unless the arguments already
     # name a target (the toolchain's clang needs it to pick its target).
     clang_need_target: bool = False
+    # argv[0] is installed on the workers, so it is not an input and does not widen the
+    # exec root, like commands under /usr/bin.
+    argv0_on_workers: bool = False
 
 
 @dataclass(frozen=True)

@@ -598,6 +598,7 @@ class TomlInventory:
             absolute_root_supported=self._absolute_roots,
             command_files=_unique_paths(files),
             clang_need_target=entry.clang_need_target,
+            argv0_on_workers=not entry.relocatable,
         )
 
     def _match_subprograms(

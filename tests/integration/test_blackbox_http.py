@@ -39,6 +39,8 @@ from tests.fixtures import make_fixtures
 TIME_LIMIT_S = 30.0
 GCC_HASH = "1" * 64
 JAVAC_HASH = "2" * 64
+CLANG_HASH = "3" * 64
+CLANG_CL_HASH = "4" * 64
 CWD = "/home/u/proj/out"
 SOURCE = b"int a(void) { return 1; }\n"
 
@@ -58,6 +60,23 @@ target = "java"
 binary_hash = "{JAVAC_HASH}"
 properties = {{ OSFamily = "Linux" }}
 cmd_file = {{ path = "/usr/bin/javac" }}
+
+[[toolchain]]
+name = "clang"
+version = "14.0.6[Debian clang version 14.0.6]"
+target = "x86_64-pc-linux-gnu"
+binary_hash = "{CLANG_HASH}"
+clang_need_target = true
+cmd_file = {{ path = "/usr/lib/llvm-14/bin/clang" }}
+
+[[toolchain]]
+name = "clang-cl"
+version = "17[clang-cl]"
+target = "x86_64-pc-windows-msvc"
+binary_hash = "{CLANG_CL_HASH}"
+path_type = "windows"
+properties = {{ OSFamily = "Windows" }}
+cmd_file = {{ path = 'C:\\Program Files\\LLVM\\bin\\clang-cl.exe' }}
 
 [[platform]]
 dimensions = ["os:linux", "pool:default"]
@@ -312,6 +331,78 @@ async def test_javac_request_is_relocatable_with_output_dir(served: Served) -> N
     assert list(command.output_paths) == ["classes", "gen"]
     assert [o.filename for o in response.result.output] == ["classes/A.class"]
     assert response.result.output[0].blob.content == content
+
+
+async def test_installed_compiler_keeps_project_root(served: Served) -> None:
+    """An installed compiler outside /usr/bin neither widens the root nor is an input."""
+    request = gcc_request()
+    spec = request.command_spec
+    spec.name, spec.version = "clang", "14.0.6[Debian clang version 14.0.6]"
+    spec.binary_hash = CLANG_HASH.encode()
+    spec.local_compiler_path = "/usr/bin/clang"
+
+    with trio.fail_after(TIME_LIMIT_S):
+        response = await served.client.exec(request)
+
+    command = served.command()
+    assert response.result.exit_status == 0
+    assert list(command.arguments)[:2] == [
+        "/usr/lib/llvm-14/bin/clang",
+        "--target=x86_64-pc-linux-gnu",
+    ]
+    assert command.working_directory == "out"
+    assert "InputRootAbsolutePath" not in {p.name for p in command.platform.properties}
+    assert not any(path.startswith("usr") for path in served.input_tree())
+
+
+def clang_cl_request(*extra_env: str) -> goma_pb2.ExecReq:
+    request = goma_pb2.ExecReq(
+        arg=["clang-cl.exe", "/c", "..\\src\\a.cc", "/Foobj\\a.obj"],
+        env=["Path=C:\\Windows", *extra_env],
+        cwd="C:\\src\\out",
+        expected_output_files=["obj\\a.obj"],
+    )
+    spec = request.command_spec
+    spec.name, spec.version, spec.target = "clang-cl", "17[clang-cl]", "x86_64-pc-windows-msvc"
+    spec.binary_hash = CLANG_CL_HASH.encode()
+    spec.local_compiler_path = "C:\\Program Files\\LLVM\\bin\\clang-cl.exe"
+    request.requester_info.path_style = goma_pb2.RequesterInfo.WINDOWS_STYLE
+
+    add_input(request, "..\\src\\a.cc", SOURCE)
+    add_input(request, "..\\src\\foo.h", b"#pragma once\n")
+    add_input(request, "..\\src\\Foo.h", b"#pragma once\n")
+    return request
+
+
+async def test_windows_request_dedupes_inputs(served: Served) -> None:
+    """Windows inputs that differ only in case become one entry, spelled Foo.h."""
+    with trio.fail_after(TIME_LIMIT_S):
+        response = await served.client.exec(clang_cl_request())
+
+    command = served.command()
+    tree = served.input_tree()
+    assert response.result.exit_status == 0
+    assert command.arguments[0] == "C:\\Program Files\\LLVM\\bin\\clang-cl.exe"
+    assert command.working_directory == "out"
+    assert list(command.output_paths) == ["obj/a.obj"]
+    assert [o.filename for o in response.result.output] == ["obj\\a.obj"]
+    assert [v.name for v in command.environment_variables] == []
+    assert "src/Foo.h" in tree
+    assert "src/foo.h" not in tree
+    assert "InputRootAbsolutePath" not in {p.name for p in command.platform.properties}
+
+
+async def test_windows_include_variable_is_not_relocatable(served: Served) -> None:
+    """clang-cl keeps INCLUDE, and its absolute value makes the request run at its root."""
+    with trio.fail_after(TIME_LIMIT_S):
+        await served.client.exec(clang_cl_request("INCLUDE=C:\\vs\\include"))
+
+    command = served.command()
+    properties = {p.name: p.value for p in command.platform.properties}
+    assert [(v.name, v.value) for v in command.environment_variables] == [
+        ("INCLUDE", "C:\\vs\\include")
+    ]
+    assert properties["InputRootAbsolutePath"] == "C:\\src"
 
 
 # Arbitrary toolchains.

@@ -136,7 +136,13 @@ def test_exec_paths_cleans_cwd() -> None:
         (WINDOWS, "\\src", "cwd is not abs path: \\src"),
         (WINDOWS, "c:src", "cwd is not abs path: c:src"),
     ],
-    ids=["posix-relative", "posix-empty", "posix-shown-cleaned", "windows-no-drive", "windows-drive-relative"],
+    ids=[
+        "posix-relative",
+        "posix-empty",
+        "posix-shown-cleaned",
+        "windows-no-drive",
+        "windows-drive-relative",
+    ],
 )
 def test_exec_paths_rejects_relative_cwd(style: PathStyle, cwd: str, message: str) -> None:
     """A cwd that is not absolute after cleaning raises InvalidCwd, which is a bad request."""
@@ -514,9 +520,7 @@ def test_root_rel_result_resolves_to_same_file(names: list[str]) -> None:
     except OutOfRoot:
         return
 
-    assert lib.clean(lib.join(CHROMIUM_ROOT, relative)) == lib.clean(
-        lib.join(CHROMIUM_CWD, fname)
-    )
+    assert lib.clean(lib.join(CHROMIUM_ROOT, relative)) == lib.clean(lib.join(CHROMIUM_CWD, fname))
 
 
 # dedupe_windows_inputs
@@ -561,3 +565,25 @@ def test_dedupe_windows_inputs_returns_original_items() -> None:
     deduped = dedupe_windows_inputs(inputs, "c:\\w", lambda item: item[0])
 
     assert deduped == [("Foo", 1), ("bar", 2)]
+
+
+@pytest.mark.parametrize(
+    ("paths", "allow_chroot", "exec_root_dir", "expected"),
+    [
+        (["c:\\a\\b", "d:\\x"], False, "C:\\b\\w", ExecRoot("C:\\b\\w", need_chroot=False)),
+        (["c:\\a\\b", "d:\\x"], True, "/", ExecRoot("/", need_chroot=True)),
+        (["c:\\lib\\a", "c:\\lib\\b"], False, "", ExecRoot("c:\\lib", need_chroot=False)),
+        (["c:\\lib64\\a", "c:\\lib64\\b"], True, "", ExecRoot("c:\\lib64", need_chroot=False)),
+    ],
+    ids=[
+        "client-root-kept",
+        "client-root-slash-chroots-by-name",
+        "lib-root-not-checked",
+        "lib64-root-not-checked",
+    ],
+)
+def test_derive_exec_root_windows_rules(
+    paths: list[str], allow_chroot: bool, exec_root_dir: str, expected: ExecRoot
+) -> None:
+    """Windows requests take a client exec_root as given and skip the library-dir check."""
+    assert derive_exec_root(WINDOWS, paths, allow_chroot, exec_root_dir) == expected

@@ -366,6 +366,7 @@ async def test_pick_selector_match_echoes_binary_hash() -> None:
     assert toolchain.argv0 == "/usr/bin/gcc"
     assert toolchain.platform == {"OSFamily": "Linux", "container-image": "docker://gcc:12"}
     assert toolchain.command_files == ()
+    assert toolchain.argv0_on_workers
     assert toolchain.allow_chroot
     assert response.result.command_spec.binary_hash == GCC_HASH.encode()
     assert response.result.command_spec.target == "x86_64-pc-linux-gnu"
@@ -430,6 +431,7 @@ async def test_pick_relocatable_entry_places_files_at_client_path() -> None:
 
     assert toolchain is not None
     assert toolchain.argv0 == "/home/u/tc/bin/clang++"
+    assert not toolchain.argv0_on_workers
     assert toolchain.clang_need_target
     assert [(f.path, f.symlink, f.is_executable) for f in toolchain.command_files] == [
         ("/home/u/tc/bin/clang++", "", True),
