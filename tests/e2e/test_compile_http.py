@@ -183,3 +183,35 @@ async def test_broken_source_returns_compiler_exit_and_stderr(
     assert remote.returncode == local.returncode
     assert remote.stderr == local.stderr
     assert not (cwd / "broken.o").exists()
+
+
+async def test_compile_without_bubblewrap_is_bad_request(tmp_path: Path) -> None:
+    """With bubblewrap off, a compile that includes system headers gets BAD_REQUEST naming it."""
+    config = Config()
+    config.server.port = 0
+    config.state.dir = tmp_path / "state"
+    config.local.bubblewrap = "never"
+    cwd = _project(tmp_path / "proj")
+
+    async with (
+        open_proxy(config, registry=CollectorRegistry()) as running,
+        trio.open_nursery() as nursery,
+    ):
+        port = await nursery.start(running.serve)
+        with trio.fail_after(120):
+            remote = await _cc(
+                f"http://127.0.0.1:{port}",
+                cwd,
+                tmp_path / "r.json",
+                "gcc",
+                *FLAGS,
+                "-o",
+                "remote.o",
+            )
+        nursery.cancel_scope.cancel()
+
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert remote.returncode != 0
+    assert b"bubblewrap" in remote.stderr
+    assert report["cache_hit"] is None
+    assert not (cwd / "remote.o").exists()
