@@ -39,7 +39,7 @@ from gomaproxy.exec.blobs import DigestCache
 from gomaproxy.exec.clientpath import PathStyle, path_lib
 from gomaproxy.exec.inputs import GomaFiles, InputResolver
 from gomaproxy.exec.inputtree import InputTreeBuilder, work_dir
-from gomaproxy.exec.inventory import Inventory, apply_client_platform
+from gomaproxy.exec.inventory import Inventory, Toolchain, apply_client_platform
 from gomaproxy.exec.missing import fill_missing_inputs
 from gomaproxy.exec.relocatable import NotRelocatable, UnknownFlag, check_relocatable
 from gomaproxy.exec.response import OutputContext, fill_exec_result
@@ -262,7 +262,7 @@ class Adapter:
         layout = run.layout
         assert layout is not None
         target = request.command_spec.target if toolchain.clang_need_target else None
-        arguments = command_mod.command_arguments(toolchain.argv0, request.arg, target=target)
+        arguments = command_mod.command_arguments(_argv0(run), request.arg, target=target)
         if layout.use_wrapper:
             arguments.insert(0, f"./{command_mod.WRAPPER_NAME}")
             environment["WORK_DIR"] = work_dir(run) or "."
@@ -497,6 +497,33 @@ def _output_base(run: ExecRun) -> str:
     if not working_directory:
         return run.root
     return path_lib(run.style).join(run.root, working_directory)
+
+
+def _argv0(run: ExecRun) -> str:
+    """Return the command to run, relative to the cwd when it is in a relocatable input tree.
+
+    A toolchain file that the request ships sits in the input tree at its client path.
+    A relocatable action runs under another absolute root, so an absolute argv[0] would
+    miss it there.  A command from the workers' image keeps its absolute path.
+    """
+    toolchain = run.toolchain
+    assert toolchain is not None
+    argv0 = toolchain.argv0
+    lib = path_lib(run.style)
+    if not run.relocatable or not lib.is_abs(argv0) or not _is_shipped(run.request, toolchain):
+        return argv0
+
+    relative = lib.rel(run.cwd, lib.clean(argv0))
+    if lib.separator not in relative:
+        relative = "." + lib.separator + relative
+    return relative
+
+
+def _is_shipped(request: goma_pb2.ExecReq, toolchain: Toolchain) -> bool:
+    """Tell whether argv[0] is a command file or an input, so it is in the input tree."""
+    if any(file.path == toolchain.argv0 for file in toolchain.command_files):
+        return True
+    return any(entry.filename == toolchain.argv0 for entry in request.input)
 
 
 def _lookup_digest(run: ExecRun) -> DigestKey:

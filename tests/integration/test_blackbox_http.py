@@ -41,6 +41,9 @@ GCC_HASH = "1" * 64
 JAVAC_HASH = "2" * 64
 CLANG_HASH = "3" * 64
 CLANG_CL_HASH = "4" * 64
+SHIPPED_HASH = "5" * 64
+# Toolchain files that the inventory ships with each request, by source name.
+SHIPPED_FILES = {"tc/clang++": b"\x7fELF clang 17", "tc/libLLVM.so": b"\x7fELF llvm"}
 CWD = "/home/u/proj/out"
 SOURCE = b"int a(void) { return 1; }\n"
 
@@ -77,6 +80,17 @@ binary_hash = "{CLANG_CL_HASH}"
 path_type = "windows"
 properties = {{ OSFamily = "Windows" }}
 cmd_file = {{ path = 'C:\\Program Files\\LLVM\\bin\\clang-cl.exe' }}
+
+[[toolchain]]
+name = "clang++"
+version = "17[shipped]"
+target = "x86_64-linux-gnu"
+binary_hash = "{SHIPPED_HASH}"
+cmd_file = {{ path = "bin/clang++", source = "tc/clang++" }}
+files = [
+    {{ path = "../lib/libLLVM.so", source = "tc/libLLVM.so" }},
+    {{ path = "clang", symlink = "clang++" }},
+]
 
 [[platform]]
 dimensions = ["os:linux", "pool:default"]
@@ -137,6 +151,9 @@ class Served:
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
     inventory = tmp_path / "inventory.toml"
     inventory.write_text(INVENTORY)
+    (tmp_path / "tc").mkdir()
+    for name, content in SHIPPED_FILES.items():
+        (tmp_path / name).write_bytes(content)
     config = Config()
     config.server.port = 0
     config.state.dir = tmp_path / "state"
@@ -353,6 +370,33 @@ async def test_installed_compiler_keeps_project_root(served: Served) -> None:
     assert command.working_directory == "out"
     assert "InputRootAbsolutePath" not in {p.name for p in command.platform.properties}
     assert not any(path.startswith("usr") for path in served.input_tree())
+
+
+async def test_shipped_toolchain_enters_input_tree(served: Served) -> None:
+    """A relocatable entry's files go next to the client's compiler and are uploaded."""
+    request = gcc_request()
+    request.arg[0] = "../tc/bin/clang++"
+    spec = request.command_spec
+    spec.name, spec.version, spec.target = "clang++", "17[shipped]", "x86_64-linux-gnu"
+    spec.binary_hash = SHIPPED_HASH.encode()
+    spec.local_compiler_path = "/home/u/proj/tc/bin/clang++"
+
+    with trio.fail_after(TIME_LIMIT_S):
+        response = await served.client.exec(request)
+
+    command = served.command()
+    tree = served.input_tree()
+    compiler = digest_of_bytes(SHIPPED_FILES["tc/clang++"])
+    library = digest_of_bytes(SHIPPED_FILES["tc/libLLVM.so"])
+    assert response.result.exit_status == 0
+    assert response.result.command_spec.binary_hash == SHIPPED_HASH.encode()
+    assert command.arguments[0] == "../tc/bin/clang++"
+    assert command.working_directory == "out"
+    assert tree["tc/bin/clang++"] == ("file", compiler.hash, True)
+    assert tree["tc/lib/libLLVM.so"] == ("file", library.hash, False)
+    assert tree["tc/bin/clang"] == ("symlink", "clang++", False)
+    assert served.backend.cas[compiler] == SHIPPED_FILES["tc/clang++"]
+    assert served.backend.cas[library] == SHIPPED_FILES["tc/libLLVM.so"]
 
 
 def clang_cl_request(*extra_env: str) -> goma_pb2.ExecReq:
@@ -657,6 +701,9 @@ async def raw_server(tmp_path: Path) -> AsyncIterator[RawServer]:
     config.log.format = "console"
     inventory_path = tmp_path / "inventory.toml"
     inventory_path.write_text(INVENTORY)
+    (tmp_path / "tc").mkdir()
+    for name, content in SHIPPED_FILES.items():
+        (tmp_path / name).write_bytes(content)
     backend = FakeBackend(runner=object_runner)
     inventory = await load_toml_inventory(inventory_path, absolute_roots=True)
     async with (
