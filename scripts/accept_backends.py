@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shlex
 import shutil
 import sys
@@ -77,7 +76,7 @@ input_root_absolute_path_property = true
 
 @dataclass
 class BackendOutcome:
-    """What one backend's run produced; the counts are -1 when the step did not run."""
+    """The result of one backend's run. A count is -1 when its step did not run."""
 
     name: str
     total: int
@@ -312,21 +311,8 @@ def run(args: argparse.Namespace, timings: list[tuple[str, float]]) -> list[Back
         shutil.rmtree(local_dir, ignore_errors=True)
 
 
-def use_c_locale() -> None:
-    """Drop the locale variables from this process's environment.
-
-    ``gomaproxy cc`` forwards no locale variables, as goma clients do not, so the
-    remote gcc runs in the C locale and quotes with ASCII apostrophes. The local gcc,
-    whose stderr the broken-source check compares byte for byte, must do the same.
-    """
-    for name in list(os.environ):
-        if name in ("LANG", "LANGUAGE") or name.startswith("LC_"):
-            del os.environ[name]
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    use_c_locale()
     timings: list[tuple[str, float]] = []
     started = time.monotonic()
     outcomes: list[BackendOutcome] = []

@@ -23,7 +23,10 @@ from pathlib import Path
 from types import ModuleType
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
-DEFAULT_CACHE_DIR = REPO_ROOT / ".cache" / "backends"
+# Where installs are kept: the wheel, the buildbox binaries and BuildGrid's venv.
+DEFAULT_CACHE_DIR = Path(
+    os.environ.get("GOMAPROXY_BACKENDS_CACHE_DIR") or REPO_ROOT / ".cache" / "backends"
+)
 LOOPBACK = "127.0.0.1"
 LOG_TAIL_LINES = 30
 

@@ -3,11 +3,11 @@
 
 No installable package ships a BuildGrid worker (buildbox-worker is on no registry
 reachable here), so the backend tests use this bot. It opens ``--sessions`` bot
-sessions, each in its own thread and each holding at most one lease. For every lease
-it writes the Action to a file and runs ``buildbox-run --disable-localcas``, which
-downloads the input root from BuildGrid's CAS, runs the command in a bubblewrap
-sandbox whose root is the input root, and uploads the outputs and the ActionResult's
-blobs. The bot returns that ActionResult in the lease.
+sessions, each in its own thread and each running at most one lease. For every lease
+it writes the Action to a file and runs ``buildbox-run --disable-localcas``. That
+downloads the input root from BuildGrid's CAS and runs the command in a bubblewrap
+sandbox whose root is the input root. Then it uploads the outputs and the
+ActionResult's blobs, and the bot returns that ActionResult in the lease.
 
 Platform properties: the worker offers ``OSFamily=linux`` and ``ISA=x86-64``. An
 ``InputRootAbsolutePath`` other than ``/`` fails the lease with INVALID_ARGUMENT,
@@ -50,7 +50,7 @@ from buildgrid._protos.google.rpc import code_pb2, status_pb2
 
 log = logging.getLogger("rwapi_bot")
 
-# BuildGrid 0.9.1 holds CreateBotSession and UpdateBotSession calls open for 80% of
+# BuildGrid 0.9.1 keeps CreateBotSession and UpdateBotSession calls open for 80% of
 # their deadline while it waits for work, unless that is under 3 seconds. So updates
 # long-poll for 24 s, and a create with a deadline of 3.5 s returns at once.
 UPDATE_DEADLINE_S = 30.0
@@ -123,9 +123,14 @@ class Runner:
             return result
 
     def _run_process(self, command: list[str]) -> tuple[int, bytes]:
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
+        try:
+            process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+        except OSError as error:
+            raise LeaseFailure(
+                code_pb2.INTERNAL, f"could not start {command[0]}: {error}"
+            ) from error
         with self._lock:
             self._processes.add(process)
         try:
@@ -261,6 +266,11 @@ class BotSession:
                 )
                 if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
                     self.session = None  # the server forgot the session; start a new one
+                stopping.wait(RETRY_DELAY_S)
+            except Exception:  # noqa: BLE001 (a dead thread would strand its session's leases)
+                log.exception(
+                    "bot %s: unexpected error; retrying in %g s", self.bot_id, RETRY_DELAY_S
+                )
                 stopping.wait(RETRY_DELAY_S)
 
 

@@ -1,9 +1,9 @@
 """Real compiles through ``gomaproxy serve --backend grpc://...`` on casd and BuildGrid.
 
-Each test starts the proxy as a subprocess pointed at a backend from conftest.py,
-compiles a C file that includes system headers (so the action runs with the input
-root at /), compares the object with a local gcc compile, and compiles it again to
-check that the second answer comes from the backend's action cache.
+Each test starts the proxy as a subprocess pointed at a backend from conftest.py. It
+compiles a C file that includes system headers, so the action runs with the input root
+at /, and compares the object with a local gcc compile. A second compile must be
+served from the backend's action cache.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ T = TypeVar("T")
 SCENARIO_TIMEOUT_S = 120.0
 OK = 0
 INVALID_ARGUMENT = 3
+DEADLINE_EXCEEDED = 4
 
 
 def run_scenario(backend: RunningBackend, scenario: Callable[[ReapiClient], Awaitable[T]]) -> T:
@@ -106,6 +107,15 @@ def test_failed_action_is_not_cached(backend: RunningBackend) -> None:
     assert first.result.exit_code == 3
     assert second.result.exit_code == 3
     assert not second.cached_result
+
+
+def test_action_timeout_is_deadline_exceeded(backend: RunningBackend) -> None:
+    spec = ActionSpec(["/bin/sh", "-c", "sleep 30"], timeout_s=1, salt=unique_salt())
+
+    response = run_scenario(backend, lambda client: client.run(spec, {}))
+
+    assert response.status.code == DEADLINE_EXCEEDED, response.status.message
+    assert not response.cached_result
 
 
 def test_input_root_is_sandbox_root(backend: RunningBackend) -> None:
