@@ -41,6 +41,7 @@ import grpclib.client
 import grpclib.const
 import grpclib.exceptions
 import grpclib.server
+import grpclib.utils
 import h2.exceptions
 import structlog
 import trio
@@ -53,6 +54,16 @@ from gomaproxy.errors import BackendError, Code
 from gomaproxy.remote.methods import RequestT, ResponseT, RpcKind, RpcMethod
 
 log = structlog.get_logger(__name__)
+
+# NOTE: grpclib 0.4.9 stores asyncio.current_task in grpclib.utils._current_task on
+# import, and calls it in every client stream operation and around every server handler.
+# If grpclib is imported before trio_asyncio replaces asyncio.current_task, it keeps the
+# original.  From Python 3.12 the original is implemented in C and reads asyncio's own
+# running loop, which trio-asyncio does not set, so every call fails with "RuntimeError:
+# no running event loop".  Because any module, such as a test, may import grpclib first,
+# this line rebinds the stored function to trio_asyncio's replacement.
+# https://github.com/python-trio/trio-asyncio/issues/83
+grpclib.utils._current_task = asyncio.current_task
 
 # Metadata pairs.  Values of keys ending in "-bin" are bytes, and all others ASCII text.
 Metadata = Sequence[tuple[str, str | bytes]]

@@ -469,10 +469,15 @@ async def _make_certificates(directory: Path) -> None:
             ["openssl", *args], cwd=directory, capture_stdout=True, capture_stderr=True
         )
 
-    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    # From Python 3.13, ssl.create_default_context sets VERIFY_X509_STRICT, which rejects
+    # a CA certificate without keyUsage and a leaf without authorityKeyIdentifier.
+    (directory / "san.ext").write_text(
+        "subjectAltName=IP:127.0.0.1\nauthorityKeyIdentifier=keyid\n"
+    )
     await openssl(
         "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
         "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=gomaproxy test CA",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
     )  # fmt: skip
     for name in ("server", "client"):
         await openssl(
