@@ -11,6 +11,9 @@ with an ``await`` between reading and writing it.  When the total size passes th
 least recently used unpinned blobs are renamed into ``<root>/trash`` in the same
 step that drops them from the index, and the files are deleted later in a worker thread.
 A writer pins its digest for the whole write, so a blob being written is never picked.
+
+The eviction plan and ``PinSet`` are in ``cas_eviction``, streaming uploads in
+``cas_writer`` and the blocking file operations in ``cas_files``.
 """
 
 from __future__ import annotations
@@ -22,9 +25,8 @@ import shutil
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TypeVar, final
+from typing import TypeVar, final
 
 import anyio
 import anyio.to_thread
@@ -33,68 +35,22 @@ from google.protobuf.message import DecodeError, Message
 
 from gomaproxy.digest import DigestKey, digest_of_message, is_valid_hash
 from gomaproxy.errors import BackendError, Code
+from gomaproxy.local.cas_eviction import PinSet, plan_eviction
+from gomaproxy.local.cas_files import (
+    CHUNK_BYTES,
+    DELETE_TIMEOUT_S,
+    copy_and_hash,
+    delete_files,
+    move_into_place,
+    open_at,
+    remove_quietly,
+    write_new_file,
+)
+from gomaproxy.local.cas_writer import BlobWriter, blob_mismatch_error
 
 log = structlog.get_logger(__name__)
 
-# Bytes per read or write call of the streaming paths; also the ByteStream chunk size.
-CHUNK_BYTES = 1024 * 1024
-
-BLOB_MODE = 0o444
-
-# Upper bound for file deletions during cleanup, which run shielded from cancellation.
-_DELETE_TIMEOUT_S = 30.0
-
 MessageT = TypeVar("MessageT", bound=Message)
-
-
-def blob_mismatch_error(expected: DigestKey, actual: DigestKey) -> BackendError:
-    """Build the error for content whose sha256 or size differs from its declared digest."""
-    return BackendError(
-        Code.INVALID_ARGUMENT,
-        f"blob content does not match its digest: expected {expected}, got {actual}; "
-        "send the content together with its own digest",
-    )
-
-
-def plan_eviction(
-    sizes_in_lru_order: Iterable[tuple[DigestKey, int]],
-    total_bytes: int,
-    max_bytes: int,
-    pinned: Callable[[DigestKey], bool],
-) -> list[DigestKey]:
-    """Pick the least recently used unpinned blobs to remove until the total fits ``max_bytes``.
-
-    Returns fewer blobs than needed when the rest are pinned.  The store then stays over
-    its cap until the pins are released and the next write evicts again.
-    """
-    victims: list[DigestKey] = []
-    for key, size in sizes_in_lru_order:
-        if total_bytes <= max_bytes:
-            break
-        if pinned(key):
-            continue
-        victims.append(key)
-        total_bytes -= size
-    return victims
-
-
-@dataclass
-class PinSet:
-    """Digests pinned by one owner and released together when its ``pinned()`` block ends."""
-
-    _store: ContentAddressableStorage
-    keys: set[DigestKey] = field(default_factory=set)
-
-    def add(self, key: DigestKey) -> None:
-        """Pin ``key`` until the block ends; adding a key twice pins it once."""
-        if key in self.keys:
-            return
-        self.keys.add(key)
-        self._store._pin(key)
-
-    def update(self, keys: Iterable[DigestKey]) -> None:
-        for key in keys:
-            self.add(key)
 
 
 @final
@@ -201,7 +157,7 @@ class ContentAddressableStorage:
             yield pins
         finally:
             for key in pins.keys:
-                self._unpin(key)
+                self.unpin(key)
 
     def is_pinned(self, key: DigestKey) -> bool:
         return self._pins.get(key, 0) > 0
@@ -265,7 +221,7 @@ class ContentAddressableStorage:
         with self.pinned([key]):
             path = self.path_of(key)
             try:
-                handle = await anyio.to_thread.run_sync(_open_at, path, offset)
+                handle = await anyio.to_thread.run_sync(open_at, path, offset)
             except FileNotFoundError:
                 self._forget_vanished(key)
                 raise _not_found(key) from None
@@ -305,8 +261,8 @@ class ContentAddressableStorage:
 
         with self.pinned([key]):
             tmp_path = self._new_tmp_path()
-            await anyio.to_thread.run_sync(_write_new_file, tmp_path, data)
-            await self._commit(key, tmp_path)
+            await anyio.to_thread.run_sync(write_new_file, tmp_path, data)
+            await self.commit(key, tmp_path)
 
     async def write_message(self, message: Message) -> DigestKey:
         """Store the deterministic serialization of ``message`` and return its digest."""
@@ -325,21 +281,21 @@ class ContentAddressableStorage:
         """
         tmp_path = self._new_tmp_path()
         try:
-            key = await anyio.to_thread.run_sync(_copy_and_hash, source, tmp_path)
+            key = await anyio.to_thread.run_sync(copy_and_hash, source, tmp_path)
         except BaseException:
-            await _remove_quietly(tmp_path)
+            await remove_quietly(tmp_path)
             raise
 
         with self.pinned([key]):
             if key.is_empty or self.contains(key):
-                await _remove_quietly(tmp_path)
+                await remove_quietly(tmp_path)
                 return key
             try:
                 self._check_fits(key)
             except BackendError:
-                await _remove_quietly(tmp_path)
+                await remove_quietly(tmp_path)
                 raise
-            await self._commit(key, tmp_path)
+            await self.commit(key, tmp_path)
         return key
 
     def begin_write(self, key: DigestKey) -> BlobWriter:
@@ -368,10 +324,10 @@ class ContentAddressableStorage:
             "raise cas_max_bytes",
         )
 
-    def _pin(self, key: DigestKey) -> None:
+    def pin(self, key: DigestKey) -> None:
         self._pins[key] = self._pins.get(key, 0) + 1
 
-    def _unpin(self, key: DigestKey) -> None:
+    def unpin(self, key: DigestKey) -> None:
         count = self._pins.get(key, 0) - 1
         if count > 0:
             self._pins[key] = count
@@ -401,9 +357,9 @@ class ContentAddressableStorage:
         if self._on_size_change is not None:
             self._on_size_change(self._total_bytes)
 
-    async def _commit(self, key: DigestKey, tmp_path: Path) -> None:
+    async def commit(self, key: DigestKey, tmp_path: Path) -> None:
         """Move a verified temporary file into place, index it and evict if over the cap."""
-        await anyio.to_thread.run_sync(_move_into_place, tmp_path, self._blob_path(key))
+        await anyio.to_thread.run_sync(move_into_place, tmp_path, self._blob_path(key))
         self._add_to_index(key, key.size_bytes)
         await self._evict_over_cap()
 
@@ -431,8 +387,8 @@ class ContentAddressableStorage:
         if victims:
             log.debug("local_cas_evicted", blobs=len(victims), bytes=self._total_bytes)
 
-        with anyio.move_on_after(_DELETE_TIMEOUT_S, shield=True):
-            await anyio.to_thread.run_sync(_delete_files, trashed, abandon_on_cancel=True)
+        with anyio.move_on_after(DELETE_TIMEOUT_S, shield=True):
+            await anyio.to_thread.run_sync(delete_files, trashed, abandon_on_cancel=True)
 
     def _move_to_trash(self, key: DigestKey) -> Path:
         target = self._trash_dir / uuid.uuid4().hex
@@ -462,83 +418,6 @@ class ContentAddressableStorage:
         return [(key, size) for _, key, size in found]
 
 
-@final
-class BlobWriter:
-    """One streaming upload: bytes are hashed while they go to a temporary file.
-
-    The expected digest stays pinned from ``begin_write`` until ``commit`` or ``discard``.
-    """
-
-    def __init__(self, store: ContentAddressableStorage, key: DigestKey, tmp_path: Path) -> None:
-        self.key = key
-        self._store = store
-        self._tmp_path = tmp_path
-        self._hasher = hashlib.sha256()
-        self._handle: IO[bytes] | None = None
-        # Bytes received so far; the offset the next append must start at.
-        self.committed_size = 0
-        self._closed = False
-        store._pin(key)
-
-    async def append(self, data: bytes) -> None:
-        """Add ``data`` at the end of the upload.
-
-        Raises:
-            BackendError: INVALID_ARGUMENT when the upload would exceed the declared size.
-        """
-        new_size = self.committed_size + len(data)
-        if new_size > self.key.size_bytes:
-            raise BackendError(
-                Code.INVALID_ARGUMENT,
-                f"upload of {self.key} received {new_size} bytes, more than the declared size; "
-                "check the size in the resource name",
-            )
-        if self._handle is None:
-            self._handle = await anyio.to_thread.run_sync(_create_exclusive, self._tmp_path)
-
-        await anyio.to_thread.run_sync(self._handle.write, data)
-        self._hasher.update(data)
-        self.committed_size = new_size
-
-    async def commit(self) -> None:
-        """Verify the received bytes against the digest and store the blob.
-
-        Raises:
-            BackendError: INVALID_ARGUMENT when sha256 or size differ from the digest.
-        """
-        try:
-            actual = DigestKey(self._hasher.hexdigest(), self.committed_size)
-            if actual != self.key:
-                raise blob_mismatch_error(self.key, actual)
-
-            handle = self._handle
-            self._handle = None
-            if handle is None:
-                await anyio.to_thread.run_sync(_write_new_file, self._tmp_path, b"")
-            else:
-                await anyio.to_thread.run_sync(_flush_and_close, handle)
-
-            if self.key.is_empty or self._store.contains(self.key):
-                await _remove_quietly(self._tmp_path)
-            else:
-                await self._store._commit(self.key, self._tmp_path)
-        finally:
-            await self.discard()
-
-    async def discard(self) -> None:
-        """Drop the upload and its temporary file; safe to call more than once."""
-        if self._closed:
-            return
-        self._closed = True
-        self._store._unpin(self.key)
-        handle = self._handle
-        self._handle = None
-        with anyio.move_on_after(_DELETE_TIMEOUT_S, shield=True):
-            if handle is not None:
-                await anyio.to_thread.run_sync(handle.close, abandon_on_cancel=True)
-            await _remove_quietly(self._tmp_path)
-
-
 def _not_found(key: DigestKey) -> BackendError:
     return BackendError(
         Code.NOT_FOUND, f"blob {key} is not in the local CAS; upload it before using it"
@@ -556,61 +435,3 @@ def _check_read_range(key: DigestKey, offset: int, limit: int) -> None:
             Code.INVALID_ARGUMENT,
             f"read limit {limit} of blob {key} is negative; use 0 for no limit",
         )
-
-
-async def _remove_quietly(path: Path) -> None:
-    with anyio.move_on_after(_DELETE_TIMEOUT_S, shield=True):
-        await anyio.to_thread.run_sync(_unlink_if_present, path, abandon_on_cancel=True)
-
-
-# Blocking helpers, run in worker threads.
-
-
-def _unlink_if_present(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-
-
-def _delete_files(paths: list[Path]) -> None:
-    for path in paths:
-        _unlink_if_present(path)
-
-
-def _open_at(path: Path, offset: int) -> IO[bytes]:
-    handle = open(path, "rb")  # closed by the caller
-    handle.seek(offset)
-    return handle
-
-
-def _create_exclusive(path: Path) -> IO[bytes]:
-    return open(path, "xb")  # closed by BlobWriter
-
-
-def _flush_and_close(handle: IO[bytes]) -> None:
-    handle.flush()
-    handle.close()
-
-
-def _write_new_file(path: Path, data: bytes) -> None:
-    with open(path, "xb") as handle:
-        handle.write(data)
-
-
-def _move_into_place(tmp_path: Path, final_path: Path) -> None:
-    # NOTE: there is no fsync before the rename, so after an operating-system crash a blob
-    # file can be shorter than its digest states, and nothing re-hashes blobs at start-up.
-    os.chmod(tmp_path, BLOB_MODE)
-    final_path.parent.mkdir(exist_ok=True)
-    os.replace(tmp_path, final_path)
-
-
-def _copy_and_hash(source: Path, target: Path) -> DigestKey:
-    hasher = hashlib.sha256()
-    size = 0
-    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
-    with open(fd, "rb") as reader, open(target, "xb") as writer:
-        while chunk := reader.read(CHUNK_BYTES):
-            hasher.update(chunk)
-            writer.write(chunk)
-            size += len(chunk)
-    return DigestKey(hasher.hexdigest(), size)
