@@ -20,6 +20,9 @@ state machine:
 
 ``UnknownFlag`` is the subclass for arguments the checks do not recognise, which callers
 count per compiler to see which flags are worth supporting.
+
+The module is longer than most because it keeps the flag tables of gcc, clang, clang-cl,
+MSVC, LLVM and the assembler next to the scans that read them.
 """
 
 from __future__ import annotations
