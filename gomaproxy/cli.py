@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,8 +14,9 @@ from typing import Any
 import structlog
 import trio
 
+from gomaproxy import __version__
 from gomaproxy.config import Config, load_config
-from gomaproxy.errors import ConfigError
+from gomaproxy.errors import ConfigError, GomaProxyError
 from gomaproxy.log import configure_logging
 
 log = structlog.get_logger(__name__)
@@ -43,9 +45,16 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Run 'gomaproxy cc -- gcc -c a.c -o a.o' to compile through a running proxy; "
         "'gomaproxy cc --help' lists its options.",
     )
+    parser.add_argument("--version", action="version", version=f"gomaproxy {__version__}")
     commands = parser.add_subparsers(dest="command")
 
-    serve = commands.add_parser("serve", help="serve goma clients over HTTP")
+    serve = commands.add_parser(
+        "serve",
+        help="serve goma clients over HTTP",
+        description="Serve goma clients over HTTP and run their compiles on a REAPI backend. "
+        "Flags override GOMAPROXY_<SECTION>_<KEY> environment variables, which override the "
+        "--config file.",
+    )
     serve.add_argument("--config", type=Path, help="TOML configuration file")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument(
@@ -57,12 +66,19 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--state-dir",
         type=Path,
-        help="directory for the file store, the local CAS and the action cache",
+        help="directory for the file store, the local CAS and the action cache "
+        "(default $XDG_STATE_HOME/gomaproxy, else ~/.local/state/gomaproxy)",
     )
     serve.add_argument("--backend", help="'local' (default) or a grpc:// or grpcs:// address")
     serve.add_argument("--instance-name", help="REAPI instance name sent with every request")
-    serve.add_argument("--log-format", choices=["json", "console"], help="log line format")
-    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-format", choices=["json", "console"], help="log line format (default json)"
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="lowest level that is logged (default info)",
+    )
 
     commands.add_parser("cc", help="compile through a running proxy (gomaproxy cc -- gcc ...)")
     return parser
@@ -87,15 +103,47 @@ def _serve_command(options: argparse.Namespace) -> int:
     configure_logging(format=config.log.format, level=config.log.level)
     try:
         trio.run(_serve, config, options.port_file)
-    except ConfigError as exc:
-        log.error("server_config_invalid", error=exc.message)
-        return 2
-    except OSError as exc:
+    except BaseException as exc:  # noqa: BLE001 - start-up failures arrive in exception groups
+        failure = _startup_failure(exc)
+        if failure is None:
+            raise
+        message, status = failure
         log.error(
-            "server_start_failed", error=str(exc), host=config.server.host, port=config.server.port
+            "server_start_failed", error=message, host=config.server.host, port=config.server.port
         )
-        return 1
+        print(f"gomaproxy: {message}", file=sys.stderr)  # noqa: T201
+        return status
+    log.info("server_stopped", pid=os.getpid())
     return 0
+
+
+def _startup_failure(exc: BaseException) -> tuple[str, int] | None:
+    """Return a one-line message and exit status for an expected start-up failure.
+
+    Nurseries wrap errors in exception groups.  A group whose every leaf is a gomaproxy
+    error (bad configuration, unreachable backend) or an OS error is reported by its
+    first leaf.  Anything else is a bug and
+    returns None, so the caller re-raises it with its traceback.
+    """
+    leaves = _leaves(exc)
+    expected = (GomaProxyError, OSError)
+    if not leaves or not all(isinstance(leaf, expected) for leaf in leaves):
+        return None
+
+    first = leaves[0]
+    if isinstance(first, ConfigError):
+        return first.message, 2
+    if isinstance(first, GomaProxyError):
+        return first.message, 1
+    if isinstance(first, socket.gaierror):
+        return f"cannot resolve the listen address: {first.strerror}; check --host and --port", 1
+    return str(first), 1
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
 
 
 async def _serve(config: Config, port_file: Path | None) -> None:

@@ -90,6 +90,9 @@ class BackendConfig:
     # Total time in seconds one call may spend on retries of transient errors; 0 turns
     # retries off.
     retry_budget_s: float = 30.0
+    # Seconds a gRPC backend has to answer GetCapabilities when the proxy starts; the
+    # proxy does not start when it does not answer.  0 skips the check.
+    startup_check_timeout_s: float = 15.0
     # The backend runs actions with the input root as the filesystem root and the host's
     # toolchain directories mounted, as buildbox-casd's bubblewrap runner can.  Requests
     # whose inputs share no directory below the root then run at their client paths.
@@ -293,6 +296,13 @@ def _coerce_value(raw: Any, hint: Any) -> Any:
     raise TypeError(f"unsupported setting type {hint}")
 
 
+def _section_name(config: Config, section: object) -> str:
+    for item in dataclasses.fields(config):
+        if getattr(config, item.name) is section:
+            return item.name
+    return "?"
+
+
 def _validate(config: Config) -> None:
     if config.log.format not in {"json", "console"}:
         raise ConfigError(f"log.format must be json or console, not {config.log.format!r}")
@@ -314,6 +324,18 @@ def _validate(config: Config) -> None:
     for name, value in timeouts.items():
         if value < 0:
             raise ConfigError(f"{name} must be 0 or more seconds, not {value}")
+
+    if not 0 <= config.server.port <= 65535:
+        raise ConfigError(f"server.port must be between 0 and 65535, not {config.server.port}")
+
+    for section in (config.server, config.exec, config.backend):
+        for item in dataclasses.fields(section):
+            value = getattr(section, item.name)
+            if item.name.endswith("_s") and isinstance(value, (int, float)) and value < 0:
+                raise ConfigError(
+                    f"{_section_name(config, section)}.{item.name} must not be "
+                    f"negative, not {value}; use 0 for no limit"
+                )
 
     positive = {
         "exec.file_lookup_concurrency": config.exec.file_lookup_concurrency,

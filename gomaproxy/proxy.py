@@ -17,7 +17,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from gomaproxy.config import Config
-from gomaproxy.errors import ConfigError
+from gomaproxy.errors import BackendError, Code, ConfigError, GomaProxyError
 from gomaproxy.exec.adapter import Adapter, Limiters
 from gomaproxy.exec.inventory import Inventory, LocalCompilerInventory
 from gomaproxy.exec.toml_inventory import load_toml_inventory
@@ -26,6 +26,7 @@ from gomaproxy.goma.filestore import DiskFileStore, FileStore
 from gomaproxy.goma.frontend import FrontendLimits, make_app
 from gomaproxy.goma.httpserver import serve_http
 from gomaproxy.metrics import ExecMetrics, LimiterCollector
+from gomaproxy.protos import remote_execution_pb2 as re_pb2
 from gomaproxy.remote.backend import Backend
 
 log = structlog.get_logger(__name__)
@@ -90,6 +91,10 @@ async def open_proxy(
     state_dir = config.state.dir
     try:
         os.makedirs(state_dir, exist_ok=True)
+    except FileExistsError as exc:
+        raise ConfigError(
+            f"state directory {state_dir} exists but is not a directory; pass another --state-dir"
+        ) from exc
     except OSError as exc:
         raise ConfigError(f"cannot create state directory {state_dir}: {exc.strerror}") from exc
 
@@ -141,6 +146,43 @@ async def _open_inventory(config: Config, absolute_roots: bool) -> Inventory:
     return await load_toml_inventory(path, absolute_roots=absolute_roots)
 
 
+async def _check_backend(backend: Backend, config: Config) -> None:
+    """Ask a remote backend for its capabilities once, so a wrong address fails at start.
+
+    Raises:
+        GomaProxyError: UNAVAILABLE when the backend does not answer in time or fails.
+    """
+    timeout_s = config.backend.startup_check_timeout_s
+    if timeout_s <= 0:
+        return
+
+    address, instance = config.backend.address, config.backend.instance_name
+    request = re_pb2.GetCapabilitiesRequest(instance_name=instance)
+    try:
+        with anyio.fail_after(timeout_s):
+            capabilities = await backend.get_capabilities(request)
+    except TimeoutError:
+        raise GomaProxyError(
+            f"backend {address} did not answer GetCapabilities within {timeout_s:g} s; check "
+            "that it runs and that the address is right",
+            code=Code.UNAVAILABLE,
+        ) from None
+    except BackendError as exc:
+        raise GomaProxyError(
+            f"backend {address} failed GetCapabilities for instance {instance!r}: {exc}; check "
+            "the address, the instance name and the TLS settings",
+            code=Code.UNAVAILABLE,
+        ) from exc
+
+    high = capabilities.high_api_version
+    log.info(
+        "backend_checked",
+        backend=address,
+        instance=instance,
+        api_version=f"{high.major}.{high.minor}",
+    )
+
+
 async def _open_backend(
     config: Config, registry: CollectorRegistry, stack: AsyncExitStack
 ) -> Backend:
@@ -149,7 +191,9 @@ async def _open_backend(
     if address.startswith(("grpc://", "grpcs://")):
         from gomaproxy.remote.grpc_backend import open_grpc_backend
 
-        return await stack.enter_async_context(open_grpc_backend(config.backend))
+        backend = await stack.enter_async_context(open_grpc_backend(config.backend))
+        await _check_backend(backend, config)
+        return backend
     if address != "local":
         raise ConfigError(
             f"backend address {address!r} is not supported; use 'local' for the embedded "

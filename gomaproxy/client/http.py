@@ -70,7 +70,7 @@ FILE_TIMEOUT_SECONDS = 900.0
 MAX_RESPONSE_BYTES = 256 * 1024 * 1024
 
 # Bytes of a failed response's body that are kept for the error message.
-ERROR_BODY_PREFIX_BYTES = 200
+ERROR_BODY_PREFIX_BYTES = 1000
 
 _RECEIVE_SIZE = 64 * 1024
 
@@ -99,13 +99,16 @@ class GomaRpcError(GomaProxyError):
 class HttpStatusError(GomaRpcError):
     """A goma call whose response status is not 200.
 
-    ``body_prefix`` contains the first 200 bytes of the response body.  5xx responses are
-    retryable and every other status is not.
+    ``body_prefix`` contains the first 1000 bytes of the response body, which the proxy
+    fills with a plain-text reason.  5xx responses are retryable and every other status is
+    not.
     """
 
     def __init__(self, verb: str, status: int, body_prefix: bytes) -> None:
+        reason = body_prefix.decode("utf-8", errors="replace").strip() or "no reason given"
+        hint = "; check --server and --url-prefix" if status == 404 else ""
         super().__init__(
-            f"goma server returned HTTP {status} for {verb}: {body_prefix!r}",
+            f"goma server returned HTTP {status} for {verb}: {reason}{hint}",
             code=Code.UNAVAILABLE if status >= 500 else Code.FAILED_PRECONDITION,
         )
         self.status = status

@@ -1,7 +1,7 @@
 """Path arithmetic for paths as the goma client spells them, in POSIX or Windows style.
 
-These rules follow goma-server's ``posixpath`` and ``winpath`` packages and differ from ``posixpath`` and
-``ntpath`` on purpose:
+These rules follow goma-server's ``posixpath`` and ``winpath`` packages and differ from
+``posixpath`` and ``ntpath`` on purpose:
 
 * ``join`` and ``dir`` never resolve ``..``: ``join("a", "../b")`` is ``a/../b``, so the
   input tree can later create the directories that a ``..`` walks through.
@@ -188,7 +188,9 @@ class PosixPathLib:
 
         base_rest = base_elems[common:]
         if base_rest and all(elem == ".." for elem in base_rest):
-            raise _rel_error(base, target, "the base has only '..' elements after the common prefix")
+            raise _rel_error(
+                base, target, "the base has only '..' elements after the common prefix"
+            )
         return _join_elems([".."] * len(base_rest) + target_elems[common:])
 
     def to_posix(self, path: str) -> str:

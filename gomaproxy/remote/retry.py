@@ -143,10 +143,11 @@ def summarize_attempts(errors: Sequence[BackendError], elapsed_s: float) -> Back
     last = errors[-1]
     if len(errors) == 1:
         return last
-    history = "; ".join(f"{error.code.name}: {error.message}" for error in errors[:-1])
-    return BackendError(
-        last.code,
-        f"{last.message} (gave up after {len(errors)} attempts in {elapsed_s:.1f} s; "
-        f"earlier errors: {history})",
-        details=last.details,
-    )
+    summary = f"{last.message} (gave up after {len(errors)} attempts in {elapsed_s:.1f} s"
+    earlier = [f"{error.code.name}: {error.message}" for error in errors[:-1]]
+    different = [
+        text for text in dict.fromkeys(earlier) if text != f"{last.code.name}: {last.message}"
+    ]
+    if different:
+        summary += f"; earlier errors: {'; '.join(different)}"
+    return BackendError(last.code, summary + ")", details=last.details)

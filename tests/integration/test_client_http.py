@@ -354,8 +354,8 @@ async def test_http_client_400_turns_compression_off(nursery: trio.Nursery) -> N
 
 
 async def test_http_client_error_keeps_body_prefix(nursery: trio.Nursery) -> None:
-    """A 503 raises a retryable error carrying the status and 200 bytes of the body."""
-    server = await start_server(nursery, lambda _: Reply(status=503, body=b"x" * 300))
+    """A 503 raises a retryable error carrying the status and 1000 bytes of the body as text."""
+    server = await start_server(nursery, lambda _: Reply(status=503, body=b"x" * 1300))
 
     with trio.fail_after(TIME_CAP_SECONDS):
         async with client_for(server) as client:
@@ -364,7 +364,8 @@ async def test_http_client_error_keeps_body_prefix(nursery: trio.Nursery) -> Non
 
     assert caught.value.status == 503
     assert caught.value.retryable
-    assert caught.value.body_prefix == b"x" * 200
+    assert caught.value.body_prefix == b"x" * 1000
+    assert caught.value.message.endswith(": " + "x" * 1000)
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", None], ids=["gzip", "deflate", "identity"])

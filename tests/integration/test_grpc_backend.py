@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry
 import gomaproxy
 from gomaproxy.config import BackendConfig, Config
 from gomaproxy.digest import DigestKey, digest_of_bytes
-from gomaproxy.errors import BackendError, Code
+from gomaproxy.errors import BackendError, Code, GomaProxyError
 from gomaproxy.grpcapi.reapi_server import serve_backend
 from gomaproxy.local.backend import LocalBackend
 from gomaproxy.protos import bytestream_pb2 as bs_pb2
@@ -826,3 +826,24 @@ async def test_grpc_backend_compile_survives_broken_execute_stream(
     assert _sha256(cwd / "remote.o") == _sha256(cwd / "local.o")
     assert breaking.calls["Execute"] == 1
     assert breaking.calls["WaitExecution"] >= 1
+
+
+async def test_open_proxy_fails_fast_on_unreachable_backend(tmp_path: Path) -> None:
+    """A gRPC backend that does not answer stops the proxy from starting, naming the address."""
+    config = Config()
+    config.state.dir = tmp_path / "state"
+    config.backend.address = "grpc://127.0.0.1:1"
+    config.backend.retry_budget_s = 0.5
+    config.backend.startup_check_timeout_s = 5
+
+    with trio.fail_after(30), pytest.raises(BaseException) as caught:
+        async with open_proxy(config, registry=CollectorRegistry()):
+            pass
+
+    # The backend's task group may wrap the error in exception groups.
+    error = caught.value
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    assert isinstance(error, GomaProxyError)
+    assert error.code == Code.UNAVAILABLE
+    assert "backend grpc://127.0.0.1:1" in error.message

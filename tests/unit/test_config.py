@@ -72,3 +72,23 @@ def test_load_config_missing_file_names_path(tmp_path: Path) -> None:
     """A config file that does not exist is named in the error."""
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_config(tmp_path / "absent.toml", environ={})
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[server]\nport = 70000\n", "server.port must be between 0 and 65535, not 70000"),
+        ("[exec]\naction_timeout_s = -5\n", "exec.action_timeout_s must not be negative"),
+        ("[backend]\nrpc_timeout_s = -1\n", "backend.rpc_timeout_s must be 0 or more seconds"),
+    ],
+    ids=["port-range", "negative-exec-timeout", "negative-backend-timeout"],
+)
+def test_load_config_rejects_out_of_range_values(tmp_path: Path, text: str, fragment: str) -> None:
+    """Ports outside 0-65535 and negative timeouts are errors naming the key."""
+    path = tmp_path / "range.toml"
+    path.write_text(text)
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+
+    assert fragment in caught.value.message

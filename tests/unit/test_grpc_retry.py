@@ -202,6 +202,15 @@ def test_summarize_attempts_keeps_last_code_and_details() -> None:
     assert "2 attempts" in summary.message
 
 
+def test_summarize_attempts_lists_repeated_error_once() -> None:
+    """Attempts that all failed the same way name the error once, not once per attempt."""
+    errors = [BackendError(Code.UNAVAILABLE, "connection refused") for _ in range(4)]
+
+    summary = summarize_attempts(errors, 2.0)
+
+    assert summary.message == "connection refused (gave up after 4 attempts in 2.0 s)"
+
+
 @pytest.mark.parametrize(
     ("instance", "expected"),
     [
