@@ -319,10 +319,16 @@ async def _probe_output(compiler: str, args: list[str], cwd: str, env: dict[str,
         raise CompilerProbeError(f"could not run {' '.join(command)}: {exc}") from exc
 
     output = result.stdout.decode("utf-8", errors="replace")
-    if result.returncode != 0 or not output.strip():
+    if result.returncode != 0:
         raise CompilerProbeError(
             f"{' '.join(command)} exited with status {result.returncode}: "
-            f"{first_line(output)!r}; check that the compiler runs"
+            f"{first_line(output)!r}; gomaproxy cc runs gcc and clang only, check that "
+            f"{compiler} is one of them and runs"
+        )
+    if not output.strip():
+        raise CompilerProbeError(
+            f"{' '.join(command)} printed nothing, so {compiler} does not look like gcc or "
+            "clang; gomaproxy cc runs gcc and clang only"
         )
     return output
 

@@ -160,6 +160,12 @@ class ServerAddress:
                 f"invalid goma server URL {url!r}: the host is missing",
                 code=Code.INVALID_ARGUMENT,
             )
+        if parts.path not in ("", "/") or parts.query:
+            raise GomaProxyError(
+                f"invalid goma server URL {url!r}: give only http://host:port and pass a path "
+                "prefix with --url-prefix",
+                code=Code.INVALID_ARGUMENT,
+            )
         return cls(host=parts.hostname, port=port, url_prefix=url_prefix.rstrip("/"))
 
     @property

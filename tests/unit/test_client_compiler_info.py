@@ -198,3 +198,31 @@ def test_fill_command_spec_picks_language_list() -> None:
     assert list(c_spec.cxx_system_include_path) == []
     assert list(cxx_spec.system_include_path) == []
     assert list(cxx_spec.cxx_system_include_path) == ["/usr/include/c++/12", "/usr/include"]
+
+
+async def test_probe_rejects_program_that_is_not_a_compiler(tmp_path: Path) -> None:
+    """A program that prints nothing for -dumpversion is named as not gcc or clang."""
+    with pytest.raises(CompilerProbeError) as caught:
+        await probe_compiler("/bin/true", cwd=str(tmp_path), cache_dir=tmp_path / "cache")
+
+    assert "does not look like gcc or clang" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("http://127.0.0.1:8090/foo", "pass a path prefix with --url-prefix"),
+        ("https://127.0.0.1:8090", "only http:// is supported"),
+        ("http://:8090", "the host is missing"),
+    ],
+    ids=["path", "https", "no-host"],
+)
+def test_server_url_rejects_what_it_cannot_use(url: str, fragment: str) -> None:
+    """A server URL with a path, another scheme or no host is an error naming the fix."""
+    from gomaproxy.client.http import ServerAddress
+    from gomaproxy.errors import GomaProxyError
+
+    with pytest.raises(GomaProxyError) as caught:
+        ServerAddress.from_url(url)
+
+    assert fragment in caught.value.message
