@@ -15,7 +15,7 @@ import structlog
 import trio
 
 from gomaproxy import __version__
-from gomaproxy.config import Config, load_config
+from gomaproxy.config import Config, load_config, unknown_env_names
 from gomaproxy.errors import ConfigError, GomaProxyError
 from gomaproxy.log import configure_logging
 
@@ -101,6 +101,13 @@ def _serve_command(options: argparse.Namespace) -> int:
         return 2
 
     configure_logging(format=config.log.format, level=config.log.level)
+    unknown = unknown_env_names(os.environ)
+    if unknown:
+        log.warning(
+            "config_env_unknown",
+            names=unknown,
+            hint="GOMAPROXY_<SECTION>_<KEY> must name a setting of gomaproxy/config.py",
+        )
     try:
         trio.run(_serve, config, options.port_file)
     except BaseException as exc:  # noqa: BLE001 - start-up failures arrive in exception groups

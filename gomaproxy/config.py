@@ -211,6 +211,25 @@ def load_config(
     return config
 
 
+# GOMAPROXY_ variables that other parts of gomaproxy read, so they are not config typos.
+OTHER_ENV_NAMES = frozenset(
+    {"GOMAPROXY_SERVER", "GOMAPROXY_CLIENT_STATE_DIR", "GOMAPROXY_BACKEND_TESTS"}
+)
+
+
+def unknown_env_names(environ: Mapping[str, str]) -> list[str]:
+    """Return the ``GOMAPROXY_`` variables in ``environ`` that name no setting.
+
+    A typo such as ``GOMAPROXY_SERVER_PROT`` is otherwise ignored without a word.
+    """
+    config = Config()
+    known = set(OTHER_ENV_NAMES)
+    for section in dataclasses.fields(config):
+        for key in dataclasses.fields(getattr(config, section.name)):
+            known.add(f"{ENV_PREFIX}{section.name}_{key.name}".upper())
+    return sorted(name for name in environ if name.startswith(ENV_PREFIX) and name not in known)
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as handle:

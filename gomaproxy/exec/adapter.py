@@ -139,6 +139,7 @@ class Adapter:
             if run.response.HasField("result")
             else None,
             inputs=len(run.request.input),
+            outputs=list(run.request.expected_output_files)[:4],
             missing=run.missing,
             uploaded_blobs=run.uploaded,
             action=str(run.action_digest) if run.action_digest else None,

@@ -19,12 +19,15 @@ class LocalBackendMetrics:
         )
         self.action_cache_hits = Counter(
             "gomaproxy_local_action_cache_hits_total",
-            "Action cache lookups of the local backend that returned a result.",
+            "Action cache lookups of the local backend that returned a result, counting "
+            "GetActionResult calls and the lookup Execute makes unless told to skip it.",
             registry=registry,
         )
         self.action_cache_misses = Counter(
             "gomaproxy_local_action_cache_misses_total",
-            "Action cache lookups of the local backend that found no usable result.",
+            "Action cache lookups of the local backend that found no usable result, counting "
+            "GetActionResult calls and the lookup Execute makes unless told to skip it, so "
+            "one executed compile usually counts two misses.",
             registry=registry,
         )
         self.cas_bytes = Gauge(

@@ -92,3 +92,17 @@ def test_load_config_rejects_out_of_range_values(tmp_path: Path, text: str, frag
         load_config(path, environ={})
 
     assert fragment in caught.value.message
+
+
+def test_unknown_env_names_lists_typos_only() -> None:
+    """A GOMAPROXY_ variable that names no setting is listed; known ones are not."""
+    from gomaproxy.config import unknown_env_names
+
+    environ = {
+        "GOMAPROXY_SERVER_PROT": "1",
+        "GOMAPROXY_SERVER_PORT": "1",
+        "GOMAPROXY_SERVER": "http://127.0.0.1:8090",
+        "PATH": "/usr/bin",
+    }
+
+    assert unknown_env_names(environ) == ["GOMAPROXY_SERVER_PROT"]
