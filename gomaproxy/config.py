@@ -53,7 +53,7 @@ class ServerConfig:
 
 @dataclass
 class StateConfig:
-    """Where the file store, the local CAS and the action cache live."""
+    """The directory of the file store, the local CAS and the action cache."""
 
     dir: Path = field(default_factory=_default_state_dir)
 
@@ -67,7 +67,7 @@ class FileStoreConfig:
 
 @dataclass
 class BackendConfig:
-    """Which REAPI backend runs the actions: ``local`` or a ``grpc://``/``grpcs://`` address."""
+    """The REAPI backend that runs actions: ``local`` or a ``grpc://``/``grpcs://`` address."""
 
     address: str = "local"
     instance_name: str = ""
@@ -90,8 +90,8 @@ class BackendConfig:
     # Total time in seconds one call may spend on retries of transient errors; 0 turns
     # retries off.
     retry_budget_s: float = 30.0
-    # Seconds a gRPC backend has to answer GetCapabilities when the proxy starts; the
-    # proxy does not start when it does not answer.  0 skips the check.
+    # Seconds a gRPC backend has to return GetCapabilities when the proxy starts.  The
+    # proxy does not start without that response.  0 skips the check.
     startup_check_timeout_s: float = 15.0
     # The backend runs actions with the input root as the filesystem root and the host's
     # toolchain directories mounted, as buildbox-casd's bubblewrap runner can.  Requests
@@ -163,7 +163,7 @@ class LogConfig:
 
 @dataclass
 class Config:
-    """Everything gomaproxy can be told."""
+    """Every setting of gomaproxy."""
 
     server: ServerConfig = field(default_factory=ServerConfig)
     state: StateConfig = field(default_factory=StateConfig)

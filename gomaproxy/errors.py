@@ -2,7 +2,7 @@
 
 Expected outcomes carry a gRPC status code (``Code``), which the HTTP frontend maps to an
 HTTP status in ``http_status_for``.  Anything that is not a ``GomaProxyError`` is a bug
-and is answered as a generic 500 after being logged with the request id.
+and gets a generic 500 response after being logged with the request id.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class Code(enum.IntEnum):
     UNAUTHENTICATED = 16
 
 
-# HTTP status per gRPC code, as goma-server's HTTP frontend answers.  UNAUTHENTICATED
+# HTTP status per gRPC code, as goma-server's HTTP frontend maps them.  UNAUTHENTICATED
 # maps to 500 on purpose: a 401 makes goma clients switch remote compiles off for
 # 10 to 20 minutes, while a 5xx makes them retry.
 _HTTP_STATUS: dict[Code, int] = {
@@ -54,7 +54,7 @@ _HTTP_STATUS: dict[Code, int] = {
 
 
 def http_status_for(code: Code) -> int:
-    """Return the HTTP status that answers a request which ended with ``code``."""
+    """Return the HTTP status of the response to a request that ended with ``code``."""
     return _HTTP_STATUS.get(code, 500)
 
 
@@ -95,7 +95,7 @@ class RequestBodyError(GomaProxyError):
 class BackendError(GomaProxyError):
     """A REAPI backend call that ended with a non-OK status.
 
-    ``details`` holds the packed ``google.protobuf.Any`` details of the status, such as
+    ``details`` contains the packed ``google.protobuf.Any`` details of the status, such as
     ``RetryInfo`` or ``PreconditionFailure``.
     """
 

@@ -121,7 +121,7 @@ async def _read_chunks(keys: list[str], lookup: Lookup) -> list[bytes]:
 
 
 class BlobStore:
-    """The digests one Exec request knows, each with a source for its bytes.
+    """The digests of one Exec request, each with a source for its bytes.
 
     A digest added twice keeps the later source, so the filename reported for a failed
     upload is the one of the last input with that content.
@@ -152,7 +152,7 @@ class BlobStore:
 class DigestCache:
     """A process-wide LRU map from goma hash key to the REAPI digest of the file content.
 
-    It lets a hash-only input whose content the CAS already holds skip reading the content
+    It lets a hash-only input whose content is already in the CAS skip reading the content
     from the file store.  Entries are never validated here: a stale entry surfaces as a
     failed upload, which is reported as a missing input.
     """

@@ -41,7 +41,7 @@ OutputFile = tuple[str, DigestKey, bool]
 
 @dataclass
 class OutputContext:
-    """What output conversion needs from the request and the server."""
+    """The request and server state that output conversion uses."""
 
     read_blob: Callable[[DigestKey], Awaitable[bytes]]
     store_blob: Callable[[goma_pb2.FileBlob], Awaitable[str]]

@@ -24,8 +24,11 @@ FileBlob = goma_pb2.FileBlob
 
 
 class ChunkSize(enum.Enum):
-    """What a FILE_CHUNK's ``file_size`` holds: the goma client writes the chunk length,
-    goma-server writes the whole file's length.  Readers accept both."""
+    """The meaning of a FILE_CHUNK's ``file_size``.
+
+    The goma client writes the chunk length and goma-server the whole file's length.
+    Readers accept both.
+    """
 
     CHUNK = "chunk"
     TOTAL = "total"
