@@ -104,20 +104,32 @@ async def read_file_blob(blob: goma_pb2.FileBlob | None, lookup: Lookup, *, key:
 
 async def _read_chunks(keys: list[str], lookup: Lookup) -> list[bytes]:
     pieces: list[bytes] = [b""] * len(keys)
+    # Failures are kept out of the task group, which would raise them wrapped in an
+    # exception group that callers catching GomaProxyError do not see.
+    failures: dict[int, GomaProxyError] = {}
 
     async def fetch(index: int, chunk_key: str) -> None:
-        chunk = await lookup(chunk_key)
-        if chunk is None or chunk.blob_type == goma_pb2.FileBlob.FILE_UNSPECIFIED:
-            raise BlobNotFound(f"missing chunk {chunk_key}")
-        if chunk.blob_type != goma_pb2.FileBlob.FILE_CHUNK:
-            raise GomaProxyError(f"chunk {chunk_key} is not a FILE_CHUNK blob")
-        pieces[index] = chunk.content
+        try:
+            pieces[index] = await _read_chunk(chunk_key, lookup)
+        except GomaProxyError as exc:
+            failures[index] = exc
 
     for start in range(0, len(keys), CHUNK_LOOKUP_BATCH):
         async with anyio.create_task_group() as group:
             for index in range(start, min(start + CHUNK_LOOKUP_BATCH, len(keys))):
                 group.start_soon(fetch, index, keys[index])
+        if failures:
+            raise failures[min(failures)]
     return pieces
+
+
+async def _read_chunk(chunk_key: str, lookup: Lookup) -> bytes:
+    chunk = await lookup(chunk_key)
+    if chunk is None or chunk.blob_type == goma_pb2.FileBlob.FILE_UNSPECIFIED:
+        raise BlobNotFound(f"missing chunk {chunk_key}")
+    if chunk.blob_type != goma_pb2.FileBlob.FILE_CHUNK:
+        raise GomaProxyError(f"chunk {chunk_key} is not a FILE_CHUNK blob")
+    return chunk.content
 
 
 class BlobStore:

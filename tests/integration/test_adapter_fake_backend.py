@@ -17,7 +17,7 @@ from gomaproxy.digest import DigestKey, digest_of_bytes
 from gomaproxy.exec.adapter import Adapter, Limiters
 from gomaproxy.exec.clientpath import PathStyle
 from gomaproxy.exec.inventory import Toolchain, init_result
-from gomaproxy.goma.blob import LARGE_FILE_THRESHOLD, file_blob, hash_key
+from gomaproxy.goma.blob import LARGE_FILE_THRESHOLD, chunked_file, file_blob, hash_key
 from gomaproxy.goma.fileservice import FileService
 from gomaproxy.goma.filestore import MemoryFileStore
 from gomaproxy.metrics import ExecMetrics
@@ -302,3 +302,21 @@ async def test_adapter_store_only_skips_cache_lookup(policy: int) -> None:
 
     assert backend.calls["GetActionResult"] == 0
     assert backend.execute_requests[-1].skip_cache_lookup is True
+
+
+async def test_adapter_missing_chunk_is_missing_input() -> None:
+    """A hash-only FILE_META input whose chunk is gone is reported missing, not raised."""
+    backend = FakeBackend(runner=compile_runner())
+    adapter, files = make_adapter(backend)
+    chunked = chunked_file(b"h" * (LARGE_FILE_THRESHOLD + 10))
+    await files.store_blob(chunked.chunks[0])
+    await files.store_blob(chunked.meta)
+    request = make_request()
+    request.input.add(filename="../src/big.h", hash_key=hash_key(chunked.meta))
+
+    with trio.fail_after(10):
+        response = await adapter.exec(request, request_id="r14")
+
+    assert list(response.missing_input) == ["../src/big.h"]
+    assert response.missing_reason[0] == f"input: missing chunk {hash_key(chunked.chunks[1])}"
+    assert backend.calls["Execute"] == 0
