@@ -43,13 +43,28 @@ class BlobSource(Protocol):
 
 @dataclass(frozen=True)
 class BytesSource:
-    """In-memory bytes: serialized protos, embedded inputs."""
+    """In-memory bytes: serialized protos, the wrapper script, inputs read from the file store."""
 
     data: bytes
     filename: str | None = None
 
     async def read(self) -> bytes:
         return self.data
+
+
+@dataclass(frozen=True)
+class EmbeddedFileSource:
+    """A goma input whose FILE blob is embedded in the request message.
+
+    ``read`` copies the content out of the request message on each call, so no second
+    copy of the input stays in memory while the request runs.
+    """
+
+    blob: goma_pb2.FileBlob
+    filename: str | None = None
+
+    async def read(self) -> bytes:
+        return self.blob.content
 
 
 class FileBlobLookup(Protocol):

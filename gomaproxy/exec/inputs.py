@@ -2,8 +2,9 @@
 
 An input either embeds its FileBlob or names it by hash key only.  Embedded blobs are
 re-hashed (the client's key is never trusted) and written to the goma file store, so a
-later request that sends only the key is served.  Hash-only inputs are found through the
-digest cache when possible, else read from the file store.
+later request that sends only the key is served.  The store is only a cache here, so a
+failure to write an embedded blob is logged and the input is still used.  Hash-only
+inputs are found through the digest cache when possible, else read from the file store.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from gomaproxy.exec.blobs import (
     BlobSource,
     BytesSource,
     DigestCache,
+    EmbeddedFileSource,
     GomaInputSource,
     read_file_blob,
 )
@@ -71,7 +73,7 @@ class InputResolver:
             raise InputError(f"embedded blob of {entry.filename} is not FILE or FILE_META")
         check_file_blob(blob)
 
-        key = hash_key(blob)
+        key = await self._store_embedded(entry)
         if entry.hash_key and entry.hash_key != key:
             log.warning(
                 "input_hash_key_mismatch",
@@ -79,10 +81,27 @@ class InputResolver:
                 client_key=entry.hash_key,
                 computed_key=key,
             )
-        await self.files.store_blob(blob)
+
+        if blob.blob_type == goma_pb2.FileBlob.FILE:
+            # The source reads the request's blob again at upload time, so the request does
+            # not keep a second copy of every embedded file until it ends.
+            digest = digest_of_bytes(blob.content)
+            self.digest_cache.put(key, digest)
+            return ResolvedInput(digest, EmbeddedFileSource(blob, entry.filename))
 
         content = await read_file_blob(blob, self._lookup, key=key)
         return self._remember(key, content, entry.filename)
+
+    async def _store_embedded(self, entry: goma_pb2.ExecReq.Input) -> str:
+        """Store an embedded blob in the goma file store and return its computed hash key."""
+        try:
+            return await self.files.store_blob(entry.content)
+        except (GomaProxyError, OSError) as exc:
+            key = hash_key(entry.content)
+            log.warning(
+                "embedded_input_store_failed", filename=entry.filename, key=key, error=str(exc)
+            )
+            return key
 
     async def _resolve_by_key(self, entry: goma_pb2.ExecReq.Input) -> ResolvedInput:
         key = entry.hash_key
