@@ -16,8 +16,9 @@ deadline from ``ExecConfig``:
 
 A phase ends the request early by returning a response (BAD_REQUEST, missing inputs) or
 by raising a ``GomaProxyError``, which the HTTP frontend maps to a status code.  The
-deadline of phase 2 turns into missing inputs, that of phase 4 into a cache miss, and the
-others into DEADLINE_EXCEEDED.
+deadline of phase 2 turns the inputs not resolved by then into missing inputs (or into
+DEADLINE_EXCEEDED when GetCapabilities is still running), that of phase 4 into a cache
+miss, and the others into DEADLINE_EXCEEDED.
 """
 
 from __future__ import annotations
@@ -172,12 +173,20 @@ class Adapter:
         if done:
             return
 
-        with self._phase(run, "input_tree", config.input_tree_timeout_s) as scope:
+        # The builder applies the deadline to input resolution itself, so that inputs
+        # still unresolved when it passes become missing inputs.
+        deadline = _deadline(config.input_tree_timeout_s)
+        with self._phase(run, "input_tree", 0):
+            with anyio.CancelScope(deadline=deadline) as scope:
+                absolute_symlinks = await self._absolute_symlinks_allowed()
+            if scope.cancelled_caught:
+                raise GomaProxyError(
+                    "GetCapabilities timed out while building the input tree",
+                    code=Code.DEADLINE_EXCEEDED,
+                )
             done = await self._input_tree.build(
-                run, absolute_symlinks=await self._absolute_symlinks_allowed()
+                run, absolute_symlinks=absolute_symlinks, deadline=deadline
             )
-        if scope.cancelled_caught:
-            raise GomaProxyError("building the input tree timed out", code=Code.DEADLINE_EXCEEDED)
         if done:
             return
 
@@ -490,6 +499,11 @@ class Adapter:
             )
         if run.response.error_message:
             run.outcome = "internal"
+
+
+def _deadline(timeout_s: float) -> float:
+    """Return the absolute deadline ``timeout_s`` from now, where 0 or less means none."""
+    return anyio.current_time() + timeout_s if timeout_s > 0 else math.inf
 
 
 def _output_base(run: ExecRun) -> str:

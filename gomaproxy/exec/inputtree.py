@@ -1,12 +1,14 @@
 """Phase 2 of an Exec: the exec root, input digests and the Merkle tree.
 
 Inputs are resolved concurrently, each under the file lookup limiter.  An input that
-cannot be resolved is reported back to the client as missing; an input outside the exec
-root is skipped with a warning, as goma-server does.
+cannot be resolved, or is not resolved by the phase deadline, is reported back to the
+client as missing.  An input outside the exec root is skipped with a warning, as
+goma-server does.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import anyio
@@ -45,11 +47,15 @@ class InputTreeBuilder:
         self._missing_input_limit = missing_input_limit
         self._metrics = metrics
 
-    async def build(self, run: ExecRun, *, absolute_symlinks: bool = True) -> bool:
+    async def build(
+        self, run: ExecRun, *, absolute_symlinks: bool = True, deadline: float = math.inf
+    ) -> bool:
         """Build the input tree of ``run``; returns True when the response is already final.
 
         With ``absolute_symlinks`` false, because the backend rejects symlinks with
         absolute targets, toolchain symlinks get targets relative to their directory.
+        Inputs not resolved by ``deadline`` (in ``anyio.current_time()`` seconds) are
+        reported as missing.
         """
         request, toolchain = run.request, run.toolchain
         assert toolchain is not None
@@ -80,7 +86,7 @@ class InputTreeBuilder:
         run.cwd = lib.clean(request.cwd)
 
         tree = MerkleTree(run.style)
-        missing = await self._add_inputs(run, tree)
+        missing = await self._add_inputs(run, tree, deadline)
         if missing:
             fill_missing_inputs(run.response, request, missing, limit=self._missing_input_limit)
             run.missing = len(run.response.missing_input)
@@ -107,7 +113,9 @@ class InputTreeBuilder:
         run.input_root = DigestKey.of(built.root_digest)
         return False
 
-    async def _add_inputs(self, run: ExecRun, tree: MerkleTree) -> list[tuple[str, str]]:
+    async def _add_inputs(
+        self, run: ExecRun, tree: MerkleTree, deadline: float
+    ) -> list[tuple[str, str]]:
         entries = list(run.request.input)
         if run.style is PathStyle.WINDOWS:
             # Windows file names ignore case, so Foo.h and foo.h are one input.
@@ -122,20 +130,30 @@ class InputTreeBuilder:
             except OutOfRoot:
                 log.warning("input_out_of_root", filename=entry.filename, root=run.root)
 
+        pending = {index for index, name in enumerate(names) if name is not None}
+
         async def resolve(index: int) -> None:
             entry = entries[index]
             try:
                 found = await self._resolver.resolve(entry)
             except GomaProxyError as exc:
+                pending.discard(index)
                 missing.append((entry.filename, f"input: {exc}"))
                 return
+            pending.discard(index)
             resolved[index] = found.digest
             run.blobs.add(found.digest, found.source)
 
-        async with anyio.create_task_group() as group:
-            for index, name in enumerate(names):
-                if name is not None:
+        with anyio.CancelScope(deadline=deadline) as scope:
+            async with anyio.create_task_group() as group:
+                for index in sorted(pending):
                     group.start_soon(resolve, index)
+        if scope.cancelled_caught:
+            log.warning("input_tree_timed_out", unresolved=len(pending))
+            for index in sorted(pending):
+                missing.append(
+                    (entries[index].filename, "input: timed out before its digest was computed")
+                )
 
         executables = executable_inputs(run.toolchain)
         for index, name in enumerate(names):

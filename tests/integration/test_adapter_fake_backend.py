@@ -320,3 +320,41 @@ async def test_adapter_missing_chunk_is_missing_input() -> None:
     assert list(response.missing_input) == ["../src/big.h"]
     assert response.missing_reason[0] == f"input: missing chunk {hash_key(chunked.chunks[1])}"
     assert backend.calls["Execute"] == 0
+
+
+class StalledLookupFiles:
+    """A goma file service whose lookups never finish, as with an overloaded store."""
+
+    def __init__(self, files: FileService) -> None:
+        self._files = files
+
+    async def store_blob(self, blob: goma_pb2.FileBlob) -> str:
+        return await self._files.store_blob(blob)
+
+    async def lookup_blob(self, key: str) -> goma_pb2.FileBlob | None:
+        await trio.sleep_forever()
+        return None
+
+
+async def test_adapter_input_tree_timeout_is_missing_input() -> None:
+    """Inputs still unresolved at the input tree deadline are reported missing."""
+    backend = FakeBackend(runner=compile_runner())
+    default_adapter, files = make_adapter(backend)
+    config = ExecConfig(input_tree_timeout_s=0.2)
+    adapter = Adapter(
+        backend=backend,
+        files=StalledLookupFiles(files),
+        inventory=default_adapter._inventory,
+        config=config,
+        limiters=Limiters.from_config(config),
+        metrics=ExecMetrics(CollectorRegistry()),
+    )
+    request = make_request(extra_inputs={"../src/b.h": b"int b;\n"})
+    request.input[1].ClearField("content")
+
+    with trio.fail_after(10):
+        response = await adapter.exec(request, request_id="r15")
+
+    assert list(response.missing_input) == ["../src/b.h"]
+    assert response.missing_reason[0].startswith("input: timed out")
+    assert backend.calls["Execute"] == 0
