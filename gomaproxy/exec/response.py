@@ -233,7 +233,8 @@ async def _convert_one(
     try:
         content = await ctx.read_blob(digest)
         blob = await _output_blob(ctx, content)
-    except GomaProxyError as exc:
+    except (GomaProxyError, OSError) as exc:
+        # An OSError is a failed write to the goma file store, such as a full disk.
         log.warning("output_conversion_failed", path=path, digest=str(digest), error=str(exc))
         return _Converted(filename, None, executable, error=f"goma blob for {path}: {exc}")
     return _Converted(filename, blob, executable)
