@@ -190,12 +190,16 @@ class Adapter:
         if done:
             return
 
-        with self._phase(run, "setup", config.setup_timeout_s):
+        with self._phase(run, "setup", config.setup_timeout_s) as scope:
             try:
                 await self._setup(run)
             except BadRequest as exc:
                 run.reject(str(exc))
                 return
+        if scope.cancelled_caught:
+            raise GomaProxyError(
+                "building the Command and Action timed out", code=Code.DEADLINE_EXCEEDED
+            )
 
         with self._phase(run, "check_cache", config.check_cache_timeout_s) as scope:
             cached = await self._check_cache(run)

@@ -17,7 +17,6 @@ import anyio
 
 from gomaproxy.digest import DigestKey
 from gomaproxy.errors import Code, GomaProxyError
-from gomaproxy.goma.blob import hash_key
 from gomaproxy.protos import goma_data_pb2 as goma_pb2
 
 # FILE_META chunks are looked up this many keys per LookupFile call.
@@ -207,8 +206,3 @@ class DigestCache:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-
-def embedded_key(content: goma_pb2.FileBlob) -> str:
-    """Return the hash key of an embedded input blob, computed, never taken from the client."""
-    return hash_key(content)
