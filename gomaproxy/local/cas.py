@@ -1,7 +1,7 @@
 """The local content-addressed store: blobs on disk, named by their sha256 digest.
 
-Each blob lives at ``<root>/<hash[:2]>/<hash>`` with mode 0444, so the executor can
-hard-link it into an action's input root.  Writes go to ``<root>/tmp`` first and are
+Each blob lives at ``<root>/<hash[:2]>/<hash>`` with mode 0444, and the executor copies
+it into an action's input root.  Writes go to ``<root>/tmp`` first and are
 renamed into place only after their sha256 and size match the digest, so a reader never
 sees a partial blob.  The empty blob is always present and has no file.
 
@@ -136,7 +136,7 @@ class ContentAddressableStorage:
         return missing
 
     def path_of(self, key: DigestKey) -> Path:
-        """Return the file that contains ``key``, for hard-linking.  Never modify that file.
+        """Return the file that contains ``key``, for copying.  Never modify that file.
 
         Pin the key first: an unpinned blob can be evicted as soon as another write lands.
         The empty blob has no file, so callers create empty files themselves.

@@ -2,15 +2,15 @@
 
 ``fetch_input_tree`` reads the Directory messages from the CAS and flattens them into an
 ``InputTree`` of relative paths.  ``materialise_input_tree`` then builds that tree in an
-action directory, hard-linking file content from the CAS.  Hard links share the inode, so
-a linked file keeps the CAS blob's mode 0444.  Executable files need mode 0755 and are
-copied instead.
+action directory from copies of the CAS files, never hard links.  A hard link would share
+the blob's inode, and mode 0444 does not stop an action that runs as root, or as the
+blob's owner after a chmod, from writing to it.  Such a write would change the blob for
+every later action.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import posixpath
 import shutil
@@ -31,10 +31,6 @@ from gomaproxy.protos import remote_execution_pb2 as re_pb2
 DIRECTORY_MODE = 0o755
 COPIED_FILE_MODE = 0o644
 EXECUTABLE_MODE = 0o755
-
-# Errors of os.link after which a copy still works: another file system, too many links
-# to one inode, or a file system without hard links.
-_LINK_FALLBACK_ERRNOS = frozenset({errno.EXDEV, errno.EMLINK, errno.EPERM, errno.ENOTSUP})
 
 
 @dataclass(frozen=True)
@@ -188,12 +184,9 @@ def materialise_input_tree(
 
     for input_file in tree.files:
         target = root / input_file.path
-        if input_file.digest.is_empty:
-            _create_empty_file(target, input_file.is_executable)
-        elif input_file.is_executable:
-            _copy_file(blob_paths[input_file.digest], target, EXECUTABLE_MODE)
-        else:
-            _link_or_copy(blob_paths[input_file.digest], target)
+        mode = EXECUTABLE_MODE if input_file.is_executable else COPIED_FILE_MODE
+        source = None if input_file.digest.is_empty else blob_paths[input_file.digest]
+        _copy_blob(source, input_file.digest, target, mode)
 
     for symlink in tree.symlinks:
         os.symlink(symlink.target, root / symlink.path)
@@ -231,28 +224,39 @@ def _ensure_real_directory(path: Path, root: Path, relative: str) -> None:
     )
 
 
-def _create_empty_file(target: Path, executable: bool) -> None:
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, COPIED_FILE_MODE)
-    os.close(fd)
-    if executable:
-        os.chmod(target, EXECUTABLE_MODE)
+def _copy_blob(source: Path | None, digest: DigestKey, target: Path, mode: int) -> None:
+    """Create ``target`` with ``mode`` and the content of the blob file ``source``.
 
+    ``source`` is None for the empty blob, which has no file.
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    # NOTE: the link shares the CAS blob's inode, and mode 0444 does not stop root or an
-    # action that changes the mode first, so an action that writes to an input file also
-    # changes the blob.  Nothing re-hashes blobs after an action runs.
+    Raises:
+        BackendError: DATA_LOSS when the blob file is shorter than its digest states.
+    """
+    target_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        os.link(source, target)
-    except OSError as exc:
-        if exc.errno not in _LINK_FALLBACK_ERRNOS:
-            raise
-        _copy_file(source, target, COPIED_FILE_MODE)
+        # fchmod, because the umask may have cleared bits of the mode given to open.
+        os.fchmod(target_fd, mode)
+        if source is not None:
+            _send_blob(source, digest, target_fd)
+    finally:
+        os.close(target_fd)
 
 
-def _copy_file(source: Path, target: Path, mode: int) -> None:
-    shutil.copyfile(source, target)
-    os.chmod(target, mode)
+def _send_blob(source: Path, digest: DigestKey, target_fd: int) -> None:
+    source_fd = os.open(source, os.O_RDONLY)
+    try:
+        copied = 0
+        while copied < digest.size_bytes:
+            sent = os.sendfile(target_fd, source_fd, copied, digest.size_bytes - copied)
+            if sent == 0:
+                raise BackendError(
+                    Code.DATA_LOSS,
+                    f"blob {digest} ended at byte {copied}, before its declared size; "
+                    "upload it again",
+                )
+            copied += sent
+    finally:
+        os.close(source_fd)
 
 
 def remove_tree(path: Path) -> None:

@@ -768,6 +768,35 @@ async def test_execute_materialises_inputs_with_modes(make_backend: BackendFacto
     "use_bwrap",
     [pytest.param(True, marks=needs_bwrap, id="bwrap"), pytest.param(False, id="direct")],
 )
+async def test_execute_input_write_keeps_cas_blob(
+    use_bwrap: bool, make_backend: BackendFactory
+) -> None:
+    """An action that changes an input file changes neither the blob nor later actions."""
+    with trio.fail_after(TIME_LIMIT_S):
+        backend, _ = await make_backend(use_bwrap=use_bwrap)
+        files = {"src/data.txt": b"original\n"}
+        # The owner of a read-only file can make it writable, and root does not need to.
+        writer = await upload_action(
+            backend,
+            ["/bin/sh", "-c", "chmod u+w src/data.txt && echo changed > src/data.txt"],
+            files=files,
+        )
+        reader = await upload_action(backend, ["/bin/cat", "src/data.txt"], files=files)
+
+        _, written = await execute(backend, writer)
+        _, read = await execute(backend, reader)
+
+        assert written.result.exit_code == 0
+        assert read.result.exit_code == 0
+        assert await read_blob(backend, read.result.stdout_digest) == b"original\n"
+        original = digest_of_bytes(b"original\n").to_proto()
+        assert await read_blob(backend, original) == b"original\n"
+
+
+@pytest.mark.parametrize(
+    "use_bwrap",
+    [pytest.param(True, marks=needs_bwrap, id="bwrap"), pytest.param(False, id="direct")],
+)
 async def test_execute_environment_is_exact(use_bwrap: bool, make_backend: BackendFactory) -> None:
     """The action gets the Command's environment and, under bwrap, only PWD besides it."""
     with trio.fail_after(TIME_LIMIT_S):
