@@ -66,6 +66,12 @@ class ExecMetrics:
             ["retry"],
             registry=registry,
         )
+        self.merged = Counter(
+            "gomaproxy_exec_merged_total",
+            "Exec requests that took the ActionResult or error of an identical request "
+            "in flight instead of running the action.",
+            registry=registry,
+        )
         self.missing_inputs = Counter(
             "gomaproxy_exec_missing_inputs_total",
             "Inputs reported back to goma clients as missing.",

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
+import anyio
 from google.protobuf import any_pb2
 
 from gomaproxy.digest import DigestKey, digest_of_bytes
@@ -65,6 +66,11 @@ class FakeBackend:
     serve_cached_on_execute: bool = False
     # False makes every GetActionResult a miss, so only Execute returns cached results.
     answer_action_result: bool = True
+    # When set, every Execute stream waits for it after its first operation, so tests
+    # can hold an action in flight.
+    execute_gate: anyio.Event | None = None
+    # BatchUpdateBlobs rejects each of these digests once, with RESOURCE_EXHAUSTED.
+    reject_upload_once: set[DigestKey] = field(default_factory=set)
 
     async def get_capabilities(
         self, request: re_pb2.GetCapabilitiesRequest
@@ -104,7 +110,14 @@ class FakeBackend:
         self.batch_sizes.append(len(request.SerializeToString()))
         response = re_pb2.BatchUpdateBlobsResponse()
         for entry in request.requests:
-            self._store(DigestKey.of(entry.digest), entry.data)
+            digest = DigestKey.of(entry.digest)
+            if digest in self.reject_upload_once:
+                self.reject_upload_once.discard(digest)
+                rejected = response.responses.add(digest=entry.digest)
+                rejected.status.code = Code.RESOURCE_EXHAUSTED
+                rejected.status.message = "scripted rejection"
+                continue
+            self._store(digest, entry.data)
             response.responses.add(digest=entry.digest)
         return response
 
@@ -173,6 +186,8 @@ class FakeBackend:
             raise BackendError(script.error, "scripted stream break")
 
         yield lro_pb2.Operation(name=name)
+        if self.execute_gate is not None:
+            await self.execute_gate.wait()
         response = re_pb2.ExecuteResponse()
         cached = self.action_cache.get(DigestKey.of(request.action_digest))
         if self.serve_cached_on_execute and cached is not None and not request.skip_cache_lookup:

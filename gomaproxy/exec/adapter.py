@@ -14,6 +14,11 @@ deadline from ``ExecConfig``:
 7. execute        Execute and its operation stream
 8. response       ActionResult to ExecResult
 
+Requests with the same action digest share phases 4 to 7 (see ``inflight``): the first
+one runs them, and the others wait in the ``merged_wait`` phase for its ActionResult or
+error.  Requests that must skip the cache (STORE_ONLY) or must not be cached
+(LOOKUP_ONLY) always run alone.
+
 A phase ends the request early by returning a response (BAD_REQUEST, missing inputs) or
 by raising a ``GomaProxyError``, which the HTTP frontend maps to a status code.  The
 deadline of phase 2 turns the inputs not resolved by then into missing inputs (or into
@@ -38,6 +43,7 @@ from gomaproxy.errors import BackendError, BadRequest, Code, GomaProxyError
 from gomaproxy.exec import command as command_mod
 from gomaproxy.exec.blobs import DigestCache
 from gomaproxy.exec.clientpath import PathStyle, path_lib
+from gomaproxy.exec.inflight import Ending, Flight, InflightActions, SharedResult
 from gomaproxy.exec.inputs import GomaFiles, InputResolver
 from gomaproxy.exec.inputtree import InputTreeBuilder, work_dir
 from gomaproxy.exec.inventory import Inventory, Toolchain, apply_client_platform
@@ -91,6 +97,12 @@ class Adapter:
             resolver, missing_input_limit=config.missing_input_limit, metrics=metrics
         )
         self._capabilities: re_pb2.ServerCapabilities | None = None
+        self._inflight = InflightActions()
+
+    @property
+    def inflight(self) -> InflightActions:
+        """The actions that requests are running now, merged by action digest."""
+        return self._inflight
 
     async def exec(self, request: goma_pb2.ExecReq, *, request_id: str) -> goma_pb2.ExecResp:
         """Run one goma Exec.
@@ -106,10 +118,10 @@ class Adapter:
             structlog.contextvars.bound_contextvars(request_id=request_id),
             bound_requester(request.requester_info),
         ):
-            return await self._exec(request)
+            return await self._exec(request, request_id)
 
-    async def _exec(self, request: goma_pb2.ExecReq) -> goma_pb2.ExecResp:
-        run = ExecRun(request)
+    async def _exec(self, request: goma_pb2.ExecReq, request_id: str) -> goma_pb2.ExecResp:
+        run = ExecRun(request, request_id=request_id)
         started = time.perf_counter()
         retry = request.requester_info.retry
         self._metrics.client_retry.labels(retry=str(min(retry, 10))).inc()
@@ -147,6 +159,7 @@ class Adapter:
             exec_root=run.root or None,
             relocatable=run.relocatable,
             client_retry=run.request.requester_info.retry,
+            exec_merged=run.merged_with,
             total_ms=round((time.perf_counter() - started) * 1000, 2),
             error=error,
             **fields,
@@ -201,6 +214,64 @@ class Adapter:
                 "building the Command and Action timed out", code=Code.DEADLINE_EXCEEDED
             )
 
+        shared = await self._merged_result(run)
+        if shared is None:
+            return
+        run.cache = shared.cache
+        await self._respond(run, shared.result, shared.source)
+
+    async def _merged_result(self, run: ExecRun) -> SharedResult | None:
+        """Run phases 4 to 7, or take their outcome from an identical request in flight.
+
+        Returns None when the request is done without a result (missing inputs).
+        """
+        assert run.action is not None and run.action_digest is not None
+        if run.action.do_not_cache or run.request.cache_policy == goma_pb2.ExecReq.STORE_ONLY:
+            return await self._action_result(run)
+
+        while True:
+            flight, leader = self._inflight.join(run.action_digest, run.request_id)
+            if leader:
+                return await self._lead(run, flight)
+
+            with self._phase(run, "merged_wait", 0):
+                await flight.settled.wait()
+            if flight.ending is Ending.HANDOVER:
+                log.info("exec_merge_handover", leader=flight.leader_request_id)
+                continue
+            if flight.ending is Ending.RUN_ALONE:
+                return await self._action_result(run)
+
+            run.merged_with = flight.leader_request_id
+            self._metrics.merged.inc()
+            if flight.error is not None:
+                raise GomaProxyError(flight.error.message, code=flight.error.code)
+            return flight.result
+
+    async def _lead(self, run: ExecRun, flight: Flight) -> SharedResult | None:
+        """Run phases 4 to 7 for ``flight`` and settle it on every path.
+
+        Cancellation: the waiters are woken with HANDOVER, so one of them runs the phases.
+        Any error other than a ``GomaProxyError`` hands over too.
+        """
+        try:
+            shared = await self._action_result(run)
+        except GomaProxyError as exc:
+            self._inflight.settle(flight, Ending.ERROR, error=exc)
+            raise
+        except BaseException:
+            self._inflight.settle(flight, Ending.HANDOVER)
+            raise
+
+        if shared is None:
+            self._inflight.settle(flight, Ending.RUN_ALONE)
+        else:
+            self._inflight.settle(flight, Ending.RESULT, result=shared)
+        return shared
+
+    async def _action_result(self, run: ExecRun) -> SharedResult | None:
+        """Run phases 4 to 7.  Returns None when the request is done (missing inputs)."""
+        config = self._config
         with self._phase(run, "check_cache", config.check_cache_timeout_s) as scope:
             cached = await self._check_cache(run)
         if scope.cancelled_caught:
@@ -208,12 +279,10 @@ class Adapter:
             cached = None
 
         if cached is not None:
-            run.cache = "action_cache"
-            await self._respond(run, cached, goma_pb2.ExecResp.MEM_CACHE)
-            return
+            return SharedResult(cached, goma_pb2.ExecResp.MEM_CACHE, "action_cache")
 
         if await self._upload_inputs(run):
-            return
+            return None
 
         response = await self._execute(run)
         if response is not None and _is_cached_failure(response, run.request):
@@ -223,15 +292,11 @@ class Adapter:
             run.request.cache_policy = goma_pb2.ExecReq.STORE_ONLY
             response = await self._execute(run)
         if response is None:
-            return
+            return None
 
-        source = (
-            goma_pb2.ExecResp.STORAGE_CACHE
-            if response.cached_result
-            else goma_pb2.ExecResp.NO_CACHE
-        )
-        run.cache = "execute_cached" if response.cached_result else "executed"
-        await self._respond(run, response.result, source)
+        if response.cached_result:
+            return SharedResult(response.result, goma_pb2.ExecResp.STORAGE_CACHE, "execute_cached")
+        return SharedResult(response.result, goma_pb2.ExecResp.NO_CACHE, "executed")
 
     async def _pick_toolchain(self, run: ExecRun) -> bool:
         toolchain = await self._inventory.pick(run.request, run.response)

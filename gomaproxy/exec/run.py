@@ -45,6 +45,7 @@ class ExecRun:
     """The state of one Exec request as it moves through the phases."""
 
     request: goma_pb2.ExecReq
+    request_id: str = ""
     response: goma_pb2.ExecResp = field(default_factory=goma_pb2.ExecResp)
     toolchain: Toolchain | None = None
     style: PathStyle = PathStyle.POSIX
@@ -64,6 +65,8 @@ class ExecRun:
     cache: str = "none"
     uploaded: int = 0
     missing: int = 0
+    # The request id of the identical request whose ActionResult or error this one took.
+    merged_with: str | None = None
 
     def reject(self, message: str) -> bool:
         """Mark the response BAD_REQUEST with ``message``; returns True, the request is done."""
