@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
@@ -50,6 +51,9 @@ def digest_of_message(message: Message) -> tuple[DigestKey, bytes]:
     return digest_of_bytes(data), data
 
 
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
 def is_valid_hash(value: str) -> bool:
     """Tell whether ``value`` is 64 lowercase hex digits, the form of a sha256 hash."""
-    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    return _SHA256_HEX.fullmatch(value) is not None

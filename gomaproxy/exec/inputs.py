@@ -103,6 +103,20 @@ class InputResolver:
             )
             return key
 
+    def resolve_cached(self, entry: goma_pb2.ExecReq.Input) -> ResolvedInput | None:
+        """Return the digest of a hash-only input that the digest cache knows, without I/O.
+
+        Returns None for embedded inputs, invalid keys and cache misses; ``resolve`` then
+        does the work and reports any error.
+        """
+        if entry.HasField("content") or not is_valid_hash(entry.hash_key):
+            return None
+        cached = self.digest_cache.get(entry.hash_key)
+        if cached is None:
+            return None
+        source = GomaInputSource(entry.hash_key, entry.filename, self.files, self.lookup_limiter)
+        return ResolvedInput(cached, source)
+
     async def _resolve_by_key(self, entry: goma_pb2.ExecReq.Input) -> ResolvedInput:
         key = entry.hash_key
         if not is_valid_hash(key):

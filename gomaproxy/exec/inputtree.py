@@ -132,6 +132,15 @@ class InputTreeBuilder:
 
         pending = {index for index, name in enumerate(names) if name is not None}
 
+        # Inputs the digest cache knows need no I/O; resolving them here instead of in a
+        # task each keeps a cache-hit request with thousands of inputs cheap.
+        for index in sorted(pending):
+            found = self._resolver.resolve_cached(entries[index])
+            if found is not None:
+                pending.discard(index)
+                resolved[index] = found.digest
+                run.blobs.add(found.digest, found.source)
+
         async def resolve(index: int) -> None:
             entry = entries[index]
             try:

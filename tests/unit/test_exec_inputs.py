@@ -97,3 +97,34 @@ async def test_embedded_input_keeps_no_content_copy() -> None:
     assert retained < len(content) // 4
     assert await resolved.source.read() == content
     assert resolved.source.filename == "a.c"
+
+
+async def test_resolve_cached_uses_digest_cache_only() -> None:
+    """A hash-only input whose key the digest cache has resolves without any lookup."""
+    content = b"int cached;\n"
+    resolver = _resolver(RecordingFiles())
+    key = hash_key(file_blob(content))
+    resolver.digest_cache.put(key, digest_of_bytes(content))
+    entry = goma_pb2.ExecReq.Input(filename="cached.h", hash_key=key)
+
+    found = resolver.resolve_cached(entry)
+
+    assert found is not None
+    assert found.digest == digest_of_bytes(content)
+    assert found.source.filename == "cached.h"
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["embedded", "invalid-key", "unknown-key"],
+)
+def test_resolve_cached_declines_other_inputs(case: str) -> None:
+    """Embedded inputs, invalid keys and cache misses are left to the full resolve."""
+    resolver = _resolver(RecordingFiles())
+    entries = {
+        "embedded": _embedded(b"int e;\n"),
+        "invalid-key": goma_pb2.ExecReq.Input(filename="x.h", hash_key="not-a-key"),
+        "unknown-key": goma_pb2.ExecReq.Input(filename="y.h", hash_key="0" * 64),
+    }
+
+    assert resolver.resolve_cached(entries[case]) is None
