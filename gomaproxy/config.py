@@ -90,6 +90,14 @@ class BackendConfig:
     # Total time in seconds one call may spend on retries of transient errors; 0 turns
     # retries off.
     retry_budget_s: float = 30.0
+    # Circuit breaker: this many transport failures (UNAVAILABLE, DEADLINE_EXCEEDED)
+    # within breaker_window_s seconds, with no call reaching the server in between,
+    # make every call fail at once with UNAVAILABLE, so goma clients compile locally.
+    # One GetCapabilities probe every breaker_probe_interval_s seconds (jittered by 20%)
+    # closes it again once the server responds.  A threshold of 0 disables the breaker.
+    breaker_failure_threshold: int = 10
+    breaker_window_s: float = 10.0
+    breaker_probe_interval_s: float = 5.0
     # Seconds a gRPC backend has to return GetCapabilities when the proxy starts.  The
     # proxy does not start without that response.  0 skips the check.
     startup_check_timeout_s: float = 15.0
@@ -343,6 +351,12 @@ def _validate(config: Config) -> None:
     for name, value in timeouts.items():
         if value < 0:
             raise ConfigError(f"{name} must be 0 or more seconds, not {value}")
+
+    if config.backend.breaker_failure_threshold < 0:
+        raise ConfigError(
+            "backend.breaker_failure_threshold must be 0 or more, not "
+            f"{config.backend.breaker_failure_threshold}; use 0 to disable the circuit breaker"
+        )
 
     if not 0 <= config.server.port <= 65535:
         raise ConfigError(f"server.port must be between 0 and 65535, not {config.server.port}")

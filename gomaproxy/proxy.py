@@ -56,6 +56,7 @@ class GomaProxy:
             prefix=server.url_prefix,
             limits=limits,
             metrics_registry=self.registry,
+            backend_availability=getattr(self.backend, "availability", None),
         )
 
     async def serve(
@@ -191,7 +192,9 @@ async def _open_backend(
     if address.startswith(("grpc://", "grpcs://")):
         from gomaproxy.remote.grpc_backend import open_grpc_backend
 
-        backend = await stack.enter_async_context(open_grpc_backend(config.backend))
+        backend = await stack.enter_async_context(
+            open_grpc_backend(config.backend, registry=registry)
+        )
         await _check_backend(backend, config)
         return backend
     if address != "local":

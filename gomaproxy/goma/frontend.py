@@ -125,6 +125,7 @@ def make_app(
     prefix: str = "/cxx-compiler-service",
     limits: FrontendLimits = FrontendLimits(),
     metrics_registry: CollectorRegistry | None = None,
+    backend_availability: Callable[[], str] | None = None,
 ) -> ASGIApp:
     """Build the ASGI application of the goma frontend.
 
@@ -136,6 +137,8 @@ def make_app(
         limits: body size limits and per-RPC deadlines.
         metrics_registry: where the HTTP metrics are registered and which ``/metrics``
             exposes; the process-wide default registry when None.
+        backend_availability: returns the backend state, such as ``unavailable``, that
+            ``/healthz`` adds as a ``backend:`` line; None leaves the line out.
 
     Raises:
         ConfigError: for a non-empty prefix that does not start with ``/``.
@@ -147,7 +150,9 @@ def make_app(
         raise ConfigError(f"URL path prefix {prefix!r} must start with '/' or be empty")
 
     registry = metrics_registry if metrics_registry is not None else prometheus_client.REGISTRY
-    return _GomaFrontend(exec_service, file_service, prefix.rstrip("/"), limits, registry)
+    return _GomaFrontend(
+        exec_service, file_service, prefix.rstrip("/"), limits, registry, backend_availability
+    )
 
 
 class _HttpMetrics:
@@ -226,8 +231,10 @@ class _GomaFrontend:
         prefix: str,
         limits: FrontendLimits,
         registry: CollectorRegistry,
+        backend_availability: Callable[[], str] | None = None,
     ) -> None:
         self._exec_service = exec_service
+        self._backend_availability = backend_availability
         self._file_service = file_service
         self._limits = limits
         self._registry = registry
@@ -271,7 +278,7 @@ class _GomaFrontend:
             prefix + "/l": _Route("lookup_file", _POST, partial(self._serve_rpc, lookup_file_rpc)),
             prefix + "/sl": _Route("save_log", _POST, partial(self._serve_rpc, save_log_rpc)),
             prefix + "/ping": _Route("ping", _POST, self._serve_ping),
-            "/healthz": _Route("healthz", _GET, _serve_healthz),
+            "/healthz": _Route("healthz", _GET, self._serve_healthz),
             "/metrics": _Route("metrics", _GET, self._serve_metrics),
         }
 
@@ -337,6 +344,12 @@ class _GomaFrontend:
         headers = [(b"accept-encoding", ADVERTISED_ACCEPT_ENCODING.encode())]
         return text_response(200, "ok", headers)
 
+    async def _serve_healthz(self, exchange: Exchange, request_id: str) -> Response:
+        """Return 200 while the proxy runs, even while its backend is unavailable."""
+        if self._backend_availability is None:
+            return text_response(200, "ok")
+        return text_response(200, f"ok\nbackend: {self._backend_availability()}")
+
     async def _serve_metrics(self, exchange: Exchange, request_id: str) -> Response:
         body = prometheus_client.generate_latest(self._registry)
         content_type = prometheus_client.CONTENT_TYPE_LATEST.encode()
@@ -391,10 +404,6 @@ class _GomaFrontend:
 async def _drop_save_log(request: goma_pb2.SaveLogReq, request_id: str) -> goma_pb2.SaveLogResp:
     """Accept a SaveLog request and drop it, because nothing in gomaproxy reads client logs."""
     return goma_pb2.SaveLogResp()
-
-
-async def _serve_healthz(exchange: Exchange, request_id: str) -> Response:
-    return text_response(200, "ok")
 
 
 async def _cancel_on_disconnect(

@@ -21,6 +21,7 @@ from gomaproxy.errors import BackendError, Code
 from gomaproxy.protos import longrunning_pb2 as lro_pb2
 from gomaproxy.protos import remote_execution_pb2 as re_pb2
 from gomaproxy.remote.backend import Backend
+from gomaproxy.remote.breaker import CircuitOpenError
 
 log = structlog.get_logger(__name__)
 
@@ -150,6 +151,8 @@ def _status_code(response: re_pb2.ExecuteResponse) -> Code:
 
 
 def _should_retry_stream(exc: BackendError, state: _StreamState) -> bool:
+    if isinstance(exc, CircuitOpenError):
+        return False
     if exc.code == Code.NOT_FOUND and state.name is not None:
         state.name = None
         return True

@@ -14,11 +14,17 @@ ByteStream Read that breaks is resumed at the offset it reached.  A ByteStream W
 that breaks asks QueryWriteStatus how much arrived and resumes there, or starts over
 under a new upload id.  Execute and WaitExecution streams are not retried here, because
 ``remote.execute`` resumes them with WaitExecution.
+
+Every call, retries included, passes the proxy-wide circuit breaker of
+``remote.breaker`` in ``_GuardedChannel``.  While the breaker is open, calls fail at once
+with ``CircuitOpenError`` (UNAVAILABLE) and are not retried, so goma clients fall back to
+local compiles without waiting for the retry budget.
 """
 
 from __future__ import annotations
 
 import ssl
+import time
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager
@@ -31,6 +37,7 @@ import anyio
 import anyio.to_thread
 import structlog
 from google.protobuf.message import Message
+from prometheus_client import CollectorRegistry, Gauge
 
 from gomaproxy import __version__
 from gomaproxy.config import BackendConfig
@@ -40,6 +47,13 @@ from gomaproxy.protos import longrunning_pb2 as lro_pb2
 from gomaproxy.protos import remote_execution_pb2 as re_pb2
 from gomaproxy.remote import bridge
 from gomaproxy.remote import methods as m
+from gomaproxy.remote.breaker import (
+    CircuitBreaker,
+    CircuitOpenError,
+    Decision,
+    Transition,
+    is_transport_failure,
+)
 from gomaproxy.remote.requester import REQUEST_METADATA_KEY, current_requester, request_metadata
 from gomaproxy.remote.retry import RetryPolicy, next_delay, summarize_attempts
 
@@ -281,10 +295,13 @@ def _read_token(path: str) -> str:
 
 
 @asynccontextmanager
-async def open_grpc_backend(config: BackendConfig) -> AsyncIterator[GrpcBackend]:
+async def open_grpc_backend(
+    config: BackendConfig, *, registry: CollectorRegistry | None = None
+) -> AsyncIterator[GrpcBackend]:
     """Open a GrpcBackend for ``config.address``; the channel is closed on exit.
 
-    The server is first contacted by the first call, not here.
+    The server is first contacted by the first call, not here.  With ``registry``, the
+    state of the circuit breaker is exported there as ``gomaproxy_backend_circuit_open``.
 
     Raises:
         ConfigError: the address, a TLS file, the token file or a header is invalid.
@@ -297,7 +314,7 @@ async def open_grpc_backend(config: BackendConfig) -> AsyncIterator[GrpcBackend]
     async with bridge.open_channel(
         target.host, target.port, ssl_context=credentials.ssl_context
     ) as channel:
-        backend = GrpcBackend(channel, config, headers=credentials.headers)
+        backend = GrpcBackend(channel, config, headers=credentials.headers, registry=registry)
         log.info(
             "grpc_backend_opened",
             address=config.address,
@@ -310,7 +327,11 @@ async def open_grpc_backend(config: BackendConfig) -> AsyncIterator[GrpcBackend]
 
 @final
 class GrpcBackend:
-    """A REAPI v2 server reached over gRPC, behind the Backend interface."""
+    """A REAPI v2 server reached over gRPC, behind the Backend interface.
+
+    ``clock`` is the time source of the circuit breaker, ``anyio.current_time`` unless a
+    test passes a fake one.
+    """
 
     name = "grpc"
 
@@ -321,12 +342,29 @@ class GrpcBackend:
         *,
         headers: Sequence[tuple[str, str]] = (),
         policy: RetryPolicy | None = None,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = anyio.current_time,
     ) -> None:
-        self._channel = channel
         self._instance = config.instance_name
         self._timeouts = rpc_timeouts(config)
         self._policy = policy or RetryPolicy(budget_s=config.retry_budget_s)
         self._headers = tuple(headers)
+        self.breaker = CircuitBreaker(
+            failure_threshold=config.breaker_failure_threshold,
+            window_s=config.breaker_window_s,
+            probe_interval_s=config.breaker_probe_interval_s,
+        )
+        self._channel = _GuardedChannel(
+            channel, self.breaker, address=config.address, probe=self._probe, clock=clock
+        )
+        if registry is not None:
+            gauge = Gauge(
+                "gomaproxy_backend_circuit_open",
+                "1 while the circuit breaker of the gRPC backend is open and calls fail "
+                "at once, 0 while calls go to the server.",
+                registry=registry,
+            )
+            gauge.set_function(lambda: 1.0 if self.breaker.is_open else 0.0)
         # Capabilities by instance name, read once each.
         self._capabilities: dict[str, re_pb2.ServerCapabilities] = {}
         self.address = config.address
@@ -451,6 +489,20 @@ class GrpcBackend:
         """Close the channel; the loop closes when ``open_grpc_backend`` exits."""
         await self._channel.close()
 
+    def availability(self) -> str:
+        """Return ``unavailable`` while the circuit breaker is open, else ``available``."""
+        return "unavailable" if self.breaker.is_open else "available"
+
+    async def _probe(self, channel: bridge.Channel) -> None:
+        """Request the server's capabilities once, without retries, to test whether it responds."""
+        request = self._with_instance(re_pb2.GetCapabilitiesRequest())
+        await channel.unary(
+            m.GET_CAPABILITIES,
+            request,
+            timeout_s=self._timeouts[m.GET_CAPABILITIES.path],
+            metadata=self._metadata(),
+        )
+
     def _with_instance(self, request: _InstanceRequestT) -> _InstanceRequestT:
         """Fill in the configured instance name when ``request`` names none."""
         if not request.instance_name and self._instance:
@@ -489,6 +541,8 @@ class GrpcBackend:
     ) -> float:
         """Return the wait before the next attempt, or raise when no attempt is left."""
         error = errors[-1]
+        if isinstance(error, CircuitOpenError):
+            raise error
         now = anyio.current_time()
         remaining = min(started + self._policy.budget_s, anyio.current_effective_deadline()) - now
         delay = next_delay(error, len(errors) - 1, remaining, self._policy)
@@ -520,3 +574,153 @@ class GrpcBackend:
         except BackendError as exc:
             log.debug("grpc_write_status_unknown", resource_name=resource_name, code=exc.code.name)
             return None
+
+
+@final
+class _GuardedChannel:
+    """A channel whose every call first passes the circuit breaker and then reports to it.
+
+    Calls the breaker rejects raise ``CircuitOpenError`` without contacting the server.
+    When a probe is due, the call that finds it due first sends the probe, GetCapabilities,
+    and goes on only if the server responds to it.
+    """
+
+    def __init__(
+        self,
+        channel: bridge.Channel,
+        breaker: CircuitBreaker,
+        *,
+        address: str,
+        probe: Callable[[bridge.Channel], Awaitable[None]],
+        clock: Callable[[], float],
+    ) -> None:
+        self._channel = channel
+        self._breaker = breaker
+        self._address = address
+        self._probe = probe
+        self._clock = clock
+
+    async def unary(
+        self,
+        method: m.RpcMethod[_RequestT, ResponseT],
+        request: _RequestT,
+        *,
+        timeout_s: float | None,
+        metadata: bridge.Metadata = (),
+    ) -> ResponseT:
+        await self._admit(method)
+        try:
+            response = await self._channel.unary(
+                method, request, timeout_s=timeout_s, metadata=metadata
+            )
+        except BackendError as exc:
+            self._record(ok=not is_transport_failure(exc))
+            raise
+        self._record(ok=True)
+        return response
+
+    async def server_stream(
+        self,
+        method: m.RpcMethod[_RequestT, ResponseT],
+        request: _RequestT,
+        *,
+        timeout_s: float | None,
+        metadata: bridge.Metadata = (),
+    ) -> AsyncIterator[ResponseT]:
+        """Yield the responses; the first one shows that the server was reached."""
+        await self._admit(method)
+        responses = self._channel.server_stream(
+            method, request, timeout_s=timeout_s, metadata=metadata
+        )
+        reached = False
+        try:
+            async with aclosing(responses):
+                async for response in responses:
+                    if not reached:
+                        reached = True
+                        self._record(ok=True)
+                    yield response
+        except BackendError as exc:
+            self._record(ok=not is_transport_failure(exc))
+            raise
+        if not reached:
+            self._record(ok=True)
+
+    async def client_stream(
+        self,
+        method: m.RpcMethod[_RequestT, ResponseT],
+        requests: AsyncIterable[_RequestT],
+        *,
+        timeout_s: float | None,
+        metadata: bridge.Metadata = (),
+    ) -> ResponseT:
+        await self._admit(method)
+        try:
+            response = await self._channel.client_stream(
+                method, requests, timeout_s=timeout_s, metadata=metadata
+            )
+        except BackendError as exc:
+            self._record(ok=not is_transport_failure(exc))
+            raise
+        self._record(ok=True)
+        return response
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _admit(self, method: m.RpcMethod[Message, Message]) -> None:
+        """Return when ``method`` may be called; raise ``CircuitOpenError`` when it may not."""
+        decision = self._breaker.before_call(self._clock())
+        if decision is Decision.CALL:
+            return
+        if decision is Decision.REJECT:
+            raise self._open_error(method)
+
+        try:
+            await self._probe(self._channel)
+        except BackendError as exc:
+            ok = not is_transport_failure(exc)
+            self._record(ok=ok, probe=True)
+            if not ok:
+                log.info("backend_probe_failed", address=self._address, error=str(exc))
+                raise self._open_error(method) from exc
+        except BaseException:
+            # Cancelled or failed unexpectedly: the next call may probe instead.
+            self._breaker.abandon_probe()
+            raise
+        else:
+            self._record(ok=True, probe=True)
+
+    def _record(self, *, ok: bool, probe: bool = False) -> None:
+        opened_at = self._breaker.opened_at
+        now = self._clock()
+        transition = self._breaker.record(now, ok, probe=probe)
+        if transition is Transition.OPENED:
+            log.warning(
+                "backend_circuit_opened",
+                address=self._address,
+                failures=self._breaker.failure_threshold,
+                window_s=self._breaker.window_s,
+                probe_interval_s=self._breaker.probe_interval_s,
+            )
+        elif transition is Transition.CLOSED and opened_at is not None:
+            log.info(
+                "backend_circuit_closed",
+                address=self._address,
+                open_s=round(now - opened_at, 3),
+                by_probe=probe,
+            )
+
+    def _open_error(self, method: m.RpcMethod[Message, Message]) -> CircuitOpenError:
+        now = self._clock()
+        opened_at = self._breaker.opened_at
+        open_for_s = 0.0 if opened_at is None else now - opened_at
+        since = time.strftime("%H:%M:%S UTC", time.gmtime(time.time() - open_for_s))
+        if self._breaker.probe_in_flight:
+            probe = "a probe is in progress"
+        else:
+            probe = f"next probe in {self._breaker.next_probe_in(now):.1f} s"
+        return CircuitOpenError(
+            f"{method.name}: backend {self._address} is unavailable (circuit open since "
+            f"{since}, {probe}); goma clients compile locally meanwhile"
+        )

@@ -232,6 +232,7 @@ def start_server(nursery: trio.Nursery) -> StartServer:
         exec_service: FakeExecService | None = None,
         file_service: FakeFileService | None = None,
         limits: FrontendLimits | None = None,
+        backend_availability: Callable[[], str] | None = None,
     ) -> Server:
         exec_service = exec_service or FakeExecService()
         file_service = file_service or FakeFileService()
@@ -241,6 +242,7 @@ def start_server(nursery: trio.Nursery) -> StartServer:
             file_service,
             limits=limits or FrontendLimits(),
             metrics_registry=registry,
+            backend_availability=backend_availability,
         )
         serve = functools.partial(
             serve_http, app, host="127.0.0.1", port=0, graceful_timeout_s=0.5
@@ -524,6 +526,17 @@ async def test_healthz_returns_ok(start_server: StartServer) -> None:
 
     assert reply.status == 200
     assert reply.body == b"ok\n"
+
+
+@time_capped
+async def test_healthz_reports_unavailable_backend(start_server: StartServer) -> None:
+    """GET /healthz stays 200 while the backend is unavailable and names its state."""
+    server = await start_server(backend_availability=lambda: "unavailable")
+
+    reply = await server.get("/healthz")
+
+    assert reply.status == 200
+    assert reply.body == b"ok\nbackend: unavailable\n"
 
 
 @time_capped

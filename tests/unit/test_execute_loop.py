@@ -7,6 +7,7 @@ import trio
 
 from gomaproxy.errors import BackendError, Code
 from gomaproxy.protos import remote_execution_pb2 as re_pb2
+from gomaproxy.remote.breaker import CircuitOpenError
 from gomaproxy.remote.execute import ExecutePolicy, execute_and_wait
 from tests.fakes import FakeBackend, StreamScript
 
@@ -104,4 +105,21 @@ async def test_execute_non_retried_stream_error_is_raised(autojump_clock: trio.a
         await execute_and_wait(backend, request, POLICY)
 
     assert caught.value.code == Code.PERMISSION_DENIED
+    assert backend.calls["Execute"] == 1
+
+
+async def test_execute_circuit_open_not_retried(autojump_clock: trio.abc.Clock) -> None:
+    """An Execute rejected by an open circuit breaker fails at once, without more attempts."""
+    backend, request = _backend()
+
+    async def reject(request: re_pb2.ExecuteRequest):  # type: ignore[no-untyped-def]
+        backend.calls["Execute"] += 1
+        raise CircuitOpenError("backend grpc://127.0.0.1:1 is unavailable (circuit open)")
+        yield  # pragma: no cover
+
+    backend.execute = reject  # type: ignore[method-assign]
+
+    with pytest.raises(CircuitOpenError):
+        await execute_and_wait(backend, request, POLICY)
+
     assert backend.calls["Execute"] == 1
