@@ -10,8 +10,10 @@ import contextlib
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import TYPE_CHECKING
 
+import structlog
 from google.rpc import status_pb2
 
+from gomaproxy.digest import DigestKey
 from gomaproxy.errors import BackendError, Code
 from gomaproxy.local.bytestream import ByteStreamService
 from gomaproxy.local.cas import ContentAddressableStorage
@@ -23,6 +25,8 @@ from gomaproxy.local.rpc_errors import (
 )
 from gomaproxy.protos import bytestream_pb2 as bs_pb2
 from gomaproxy.protos import remote_execution_pb2 as re_pb2
+
+log = structlog.get_logger(__name__)
 
 
 class BlobRpcs:
@@ -58,9 +62,23 @@ class BlobRpcs:
         total = sum(len(blob.data) for blob in request.requests)
         check_batch_size(total, "BatchUpdateBlobs")
 
-        response = re_pb2.BatchUpdateBlobsResponse()
+        # Blobs that fail the request checks get their status here, and the rest are
+        # verified and written together in one worker-thread call.
+        statuses: list[status_pb2.Status | None] = []
+        accepted: list[tuple[DigestKey, bytes]] = []
         for blob in request.requests:
-            status = await self._store_blob(blob)
+            try:
+                accepted.append((_accepted_blob_key(blob), blob.data))
+            except BackendError as exc:
+                statuses.append(status_of(exc))
+            else:
+                statuses.append(None)
+
+        errors = iter(await self._require_cas().write_batch(accepted))
+        response = re_pb2.BatchUpdateBlobsResponse()
+        for blob, status in zip(request.requests, statuses, strict=True):
+            if status is None:
+                status = _write_status(blob.digest, next(errors))
             response.responses.add(digest=blob.digest, status=status)
         return response
 
@@ -109,16 +127,29 @@ class BlobRpcs:
         assert self._bytestream is not None
         return await self._bytestream.query_write_status(request)
 
-    async def _store_blob(self, blob: re_pb2.BatchUpdateBlobsRequest.Request) -> status_pb2.Status:
-        try:
-            if blob.compressor != re_pb2.Compressor.IDENTITY:
-                raise BackendError(
-                    Code.INVALID_ARGUMENT,
-                    f"blob {blob.digest.hash}/{blob.digest.size_bytes} uses a compressor; "
-                    "this server accepts only uncompressed blobs",
-                )
-            key = digest_key(blob.digest, "blob digest")
-            await self._require_cas().write(key, blob.data)
-        except BackendError as exc:
-            return status_of(exc)
+
+def _accepted_blob_key(blob: re_pb2.BatchUpdateBlobsRequest.Request) -> DigestKey:
+    """Check the compressor and digest of one uploaded blob and return its key."""
+    if blob.compressor != re_pb2.Compressor.IDENTITY:
+        raise BackendError(
+            Code.INVALID_ARGUMENT,
+            f"blob {blob.digest.hash}/{blob.digest.size_bytes} uses a compressor; "
+            "this server accepts only uncompressed blobs",
+        )
+    return digest_key(blob.digest, "blob digest")
+
+
+def _write_status(digest: re_pb2.Digest, error: BackendError | OSError | None) -> status_pb2.Status:
+    if error is None:
         return status_pb2.Status(code=Code.OK)
+    if isinstance(error, BackendError):
+        return status_of(error)
+
+    log.error(
+        "local_cas_write_failed", digest=f"{digest.hash}/{digest.size_bytes}", error=str(error)
+    )
+    return status_pb2.Status(
+        code=Code.INTERNAL,
+        message=f"writing blob {digest.hash}/{digest.size_bytes} to the local CAS failed: "
+        f"{error.strerror or error}; check the server's state directory and upload it again",
+    )

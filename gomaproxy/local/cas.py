@@ -19,12 +19,11 @@ The eviction plan and ``PinSet`` are in ``cas_eviction``, streaming uploads in
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar, final
 
@@ -39,12 +38,14 @@ from gomaproxy.local.cas_eviction import PinSet, plan_eviction
 from gomaproxy.local.cas_files import (
     CHUNK_BYTES,
     DELETE_TIMEOUT_S,
+    BlobWriteResult,
+    PendingBlob,
     copy_and_hash,
     delete_files,
+    hash_and_store,
     move_into_place,
     open_at,
     remove_quietly,
-    write_new_file,
 )
 from gomaproxy.local.cas_writer import BlobWriter, blob_mismatch_error
 
@@ -251,18 +252,33 @@ class ContentAddressableStorage:
         Raises:
             BackendError: INVALID_ARGUMENT when the content does not match ``key``,
                 RESOURCE_EXHAUSTED when the blob is larger than the store's cap.
+            OSError: when writing the blob file fails.
         """
-        actual = DigestKey(hashlib.sha256(data).hexdigest(), len(data))
-        if actual != key:
-            raise blob_mismatch_error(key, actual)
-        if self.contains(key):
-            return
-        self._check_fits(key)
+        (error,) = await self.write_batch([(key, data)])
+        if error is not None:
+            raise error
 
-        with self.pinned([key]):
-            tmp_path = self._new_tmp_path()
-            await anyio.to_thread.run_sync(write_new_file, tmp_path, data)
-            await self.commit(key, tmp_path)
+    async def write_batch(
+        self, blobs: Sequence[tuple[DigestKey, bytes]]
+    ) -> list[BackendError | OSError | None]:
+        """Store each blob whose sha256 and size match its key, in one worker-thread call.
+
+        Returns one entry per blob, in order: None when the store contains the blob
+        afterwards, or else the error for that blob.  The errors are as for ``write``:
+        INVALID_ARGUMENT for content that does not match its key, RESOURCE_EXHAUSTED for
+        a blob larger than the cap, and the OSError of a failed file write.
+        """
+        with self.pinned(key for key, _ in blobs):
+            pending = [self._plan_blob_write(key, data) for key, data in blobs]
+            results = await anyio.to_thread.run_sync(hash_and_store, pending)
+            errors = [
+                self._finish_blob_write(blob, result)
+                for blob, result in zip(pending, results, strict=True)
+            ]
+        # Evict after the pins are gone, so that a batch larger than the cap still ends
+        # within it.  The new blobs are the most recently used, so they go last.
+        await self._evict_over_cap()
+        return errors
 
     async def write_message(self, message: Message) -> DigestKey:
         """Store the deterministic serialization of ``message`` and return its digest."""
@@ -314,6 +330,30 @@ class ContentAddressableStorage:
 
     def _new_tmp_path(self) -> Path:
         return self._tmp_dir / uuid.uuid4().hex
+
+    def _plan_blob_write(self, key: DigestKey, data: bytes) -> PendingBlob:
+        """Decide whether a blob of a batch needs a file; ``key`` must be pinned."""
+        if key.is_empty or self.contains(key) or key.size_bytes > self.max_bytes:
+            return PendingBlob(key, data, tmp_path=None, final_path=None)
+        return PendingBlob(key, data, self._new_tmp_path(), self._blob_path(key))
+
+    def _finish_blob_write(
+        self, blob: PendingBlob, result: BlobWriteResult
+    ) -> BackendError | OSError | None:
+        """Index a blob written by ``hash_and_store``, or return its error."""
+        if result.actual != blob.key:
+            return blob_mismatch_error(blob.key, result.actual)
+        if result.error is not None:
+            return result.error
+        if result.stored:
+            self._add_to_index(blob.key, blob.key.size_bytes)
+            return None
+        if blob.final_path is None and not (blob.key.is_empty or self.contains(blob.key)):
+            try:
+                self._check_fits(blob.key)
+            except BackendError as exc:
+                return exc
+        return None
 
     def _check_fits(self, key: DigestKey) -> None:
         if key.size_bytes <= self.max_bytes:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -63,6 +65,57 @@ def move_into_place(tmp_path: Path, final_path: Path) -> None:
     os.chmod(tmp_path, BLOB_MODE)
     final_path.parent.mkdir(exist_ok=True)
     os.replace(tmp_path, final_path)
+
+
+@dataclass(frozen=True)
+class PendingBlob:
+    """One blob of a batch write, with where to store it if its content matches ``key``."""
+
+    key: DigestKey
+    data: bytes
+    # None when the blob only needs verifying because the store contains it, it is empty
+    # or it is larger than the store's cap.
+    tmp_path: Path | None
+    final_path: Path | None
+
+
+@dataclass(frozen=True)
+class BlobWriteResult:
+    """The outcome of ``hash_and_store`` for one blob."""
+
+    actual: DigestKey
+    stored: bool
+    error: OSError | None = None
+
+
+def hash_and_store(blobs: Sequence[PendingBlob]) -> list[BlobWriteResult]:
+    """Hash every blob, and write and rename into place each one whose content matches.
+
+    A path listed twice is written once.  A write that fails removes its temporary file
+    and is reported in that blob's result, and the other blobs are still written.
+    """
+    results: list[BlobWriteResult] = []
+    written: set[Path] = set()
+    for blob in blobs:
+        actual = DigestKey(hashlib.sha256(blob.data).hexdigest(), len(blob.data))
+        if actual != blob.key or blob.tmp_path is None or blob.final_path is None:
+            results.append(BlobWriteResult(actual, stored=False))
+            continue
+        if blob.final_path in written:
+            results.append(BlobWriteResult(actual, stored=False))
+            continue
+
+        try:
+            write_new_file(blob.tmp_path, blob.data)
+            move_into_place(blob.tmp_path, blob.final_path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                _unlink_if_present(blob.tmp_path)
+            results.append(BlobWriteResult(actual, stored=False, error=exc))
+            continue
+        written.add(blob.final_path)
+        results.append(BlobWriteResult(actual, stored=True))
+    return results
 
 
 def copy_and_hash(source: Path, target: Path) -> DigestKey:

@@ -254,6 +254,83 @@ async def test_backend_batch_upload_rejects_mismatched_blob(make_backend: Backen
         assert len(missing.missing_blob_digests) == 1
 
 
+async def test_backend_batch_upload_mixed_statuses(
+    tmp_path: Path, make_backend: BackendFactory
+) -> None:
+    """A batch stores its good blobs and reports each bad one with its own status."""
+    with trio.fail_after(TIME_LIMIT_S):
+        backend, registry = await make_backend(cas_max_bytes=1000)
+        good = [b"first good", b"second good", b"first good"]
+        claimed = digest_of_bytes(b"claimed")
+        too_large = b"x" * 1001
+        compressed = b"compressed"
+        request = re_pb2.BatchUpdateBlobsRequest()
+        request.requests.add(digest=digest_of_bytes(good[0]).to_proto(), data=good[0])
+        request.requests.add(digest=claimed.to_proto(), data=b"actual")
+        request.requests.add(digest=digest_of_bytes(too_large).to_proto(), data=too_large)
+        request.requests.add(
+            digest=digest_of_bytes(compressed).to_proto(),
+            data=compressed,
+            compressor=re_pb2.Compressor.ZSTD,
+        )
+        request.requests.add(digest=digest_of_bytes(good[1]).to_proto(), data=good[1])
+        request.requests.add(digest=digest_of_bytes(good[2]).to_proto(), data=good[2])
+
+        response = await backend.batch_update_blobs(request)
+
+        codes = [entry.status.code for entry in response.responses]
+        assert codes == [
+            Code.OK,
+            Code.INVALID_ARGUMENT,
+            Code.RESOURCE_EXHAUSTED,
+            Code.INVALID_ARGUMENT,
+            Code.OK,
+            Code.OK,
+        ]
+        assert [entry.digest for entry in response.responses] == [
+            entry.digest for entry in request.requests
+        ]
+        assert await read_blob(backend, response.responses[0].digest) == good[0]
+        assert await read_blob(backend, response.responses[4].digest) == good[1]
+        missing = await backend.find_missing_blobs(
+            re_pb2.FindMissingBlobsRequest(
+                blob_digests=[entry.digest for entry in response.responses[1:4]]
+            )
+        )
+        assert len(missing.missing_blob_digests) == 3
+        stored_bytes = len(good[0]) + len(good[1])
+        assert registry.get_sample_value("gomaproxy_local_cas_bytes") == stored_bytes
+        assert sorted(os.listdir(tmp_path / "state" / "cas" / "tmp")) == []
+
+
+async def test_backend_batch_upload_failed_write_is_per_blob(
+    tmp_path: Path, make_backend: BackendFactory
+) -> None:
+    """A blob whose file cannot be written gets INTERNAL, and the rest are stored."""
+    with trio.fail_after(TIME_LIMIT_S):
+        backend, _ = await make_backend()
+        blocked = b"blocked blob"
+        stored = b"stored blob"
+        blocked_key = digest_of_bytes(blocked)
+        # A file where the blob's shard directory belongs makes creating that directory fail.
+        (tmp_path / "state" / "cas" / blocked_key.hash[:2]).write_bytes(b"")
+        request = re_pb2.BatchUpdateBlobsRequest()
+        request.requests.add(digest=blocked_key.to_proto(), data=blocked)
+        request.requests.add(digest=digest_of_bytes(stored).to_proto(), data=stored)
+
+        response = await backend.batch_update_blobs(request)
+
+        assert response.responses[0].status.code == Code.INTERNAL
+        assert str(blocked_key) in response.responses[0].status.message
+        assert response.responses[1].status.code == Code.OK
+        assert await read_blob(backend, response.responses[1].digest) == stored
+        missing = await backend.find_missing_blobs(
+            re_pb2.FindMissingBlobsRequest(blob_digests=[blocked_key.to_proto()])
+        )
+        assert list(missing.missing_blob_digests) == [blocked_key.to_proto()]
+        assert sorted(os.listdir(tmp_path / "state" / "cas" / "tmp")) == []
+
+
 async def test_backend_batch_read_reports_missing_blob(make_backend: BackendFactory) -> None:
     """BatchReadBlobs gives NOT_FOUND for a blob that was never uploaded."""
     with trio.fail_after(TIME_LIMIT_S):
@@ -440,6 +517,26 @@ async def test_cas_eviction_skips_pinned_blobs(tmp_path: Path) -> None:
         assert cas.contains(keys[2])
         assert cas.total_bytes == 200
         assert not (tmp_path / "cas" / keys[1].hash[:2] / keys[1].hash).exists()
+
+
+async def test_cas_batch_over_cap_evicts_to_cap(tmp_path: Path) -> None:
+    """A batch that overflows the cap evicts older blobs first and keeps pinned ones."""
+    with trio.fail_after(TIME_LIMIT_S):
+        cas = await ContentAddressableStorage.open(tmp_path / "cas", max_bytes=250)
+        blobs = [bytes([index]) * 100 for index in range(4)]
+        keys = [digest_of_bytes(blob) for blob in blobs]
+        await cas.write(keys[0], blobs[0])
+        await cas.write(keys[1], blobs[1])
+
+        with cas.pinned([keys[0]]):
+            errors = await cas.write_batch([(keys[2], blobs[2]), (keys[3], blobs[3])])
+
+        assert errors == [None, None]
+        assert cas.contains(keys[0])
+        assert not cas.contains(keys[1])
+        assert not cas.contains(keys[2])
+        assert cas.contains(keys[3])
+        assert cas.total_bytes == 200
 
 
 async def test_cas_reopen_indexes_existing_blobs(tmp_path: Path) -> None:
