@@ -72,26 +72,39 @@ _MAX_LISTED_MISSING_FIELDS = 10
 
 # Seconds; from a cached LookupFile to an Exec near its 600 s default deadline.
 _DURATION_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    60.0, 120.0, 300.0, 600.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
 )
 
 
 class ExecService(Protocol):
     """Runs goma Exec requests."""
 
-    async def exec(self, request: goma_pb2.ExecReq, *, request_id: str) -> goma_pb2.ExecResp:
-        ...
+    async def exec(self, request: goma_pb2.ExecReq, *, request_id: str) -> goma_pb2.ExecResp: ...
 
 
 class FileServiceLike(Protocol):
     """Stores and looks up goma FileBlobs."""
 
-    async def store_file(self, request: goma_pb2.StoreFileReq) -> goma_pb2.StoreFileResp:
-        ...
+    async def store_file(self, request: goma_pb2.StoreFileReq) -> goma_pb2.StoreFileResp: ...
 
-    async def lookup_file(self, request: goma_pb2.LookupFileReq) -> goma_pb2.LookupFileResp:
-        ...
+    async def lookup_file(self, request: goma_pb2.LookupFileReq) -> goma_pb2.LookupFileResp: ...
 
 
 @dataclass(frozen=True)
@@ -109,8 +122,11 @@ class FrontendLimits:
 
     def __post_init__(self) -> None:
         names = (
-            "max_body_bytes", "max_decoded_bytes", "max_file_decoded_bytes",
-            "exec_timeout_s", "file_timeout_s",
+            "max_body_bytes",
+            "max_decoded_bytes",
+            "max_file_decoded_bytes",
+            "exec_timeout_s",
+            "file_timeout_s",
         )
         for name in names:
             value = getattr(self, name)
@@ -268,7 +284,9 @@ class _GomaFrontend:
             limits.max_file_decoded_bytes,
         )
         save_log_rpc = _RpcSpec(
-            goma_pb2.SaveLogReq, _drop_save_log, limits.file_timeout_s,
+            goma_pb2.SaveLogReq,
+            _drop_save_log,
+            limits.file_timeout_s,
             limits.max_file_decoded_bytes,
         )
 
@@ -306,7 +324,8 @@ class _GomaFrontend:
         if exchange.method not in route.methods:
             allow = ", ".join(sorted(route.methods)).encode()
             response = text_response(
-                405, f"method {exchange.method} not allowed on {exchange.path}",
+                405,
+                f"method {exchange.method} not allowed on {exchange.path}",
                 [(b"allow", allow)],
             )
             await exchange.send_response(response)
@@ -454,9 +473,7 @@ def _parse_request(spec: _RpcSpec, body: bytes, content_encoding: str | None) ->
         RequestBodyError: for a body that does not decode, does not parse, or misses
             required fields.
     """
-    decoded = decode_request_body(
-        body, content_encoding, max_decoded_bytes=spec.max_decoded_bytes
-    )
+    decoded = decode_request_body(body, content_encoding, max_decoded_bytes=spec.max_decoded_bytes)
     name = spec.message_name
 
     try:

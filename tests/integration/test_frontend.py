@@ -43,7 +43,6 @@ def time_capped(test: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]
     return capped
 
 
-
 @dataclass
 class FakeExecService:
     """Records every ExecReq, then returns ``response``, raises ``error`` or hangs."""
@@ -108,7 +107,6 @@ def make_exec_req() -> goma_pb2.ExecReq:
 
 def make_exec_resp(stdout: bytes) -> goma_pb2.ExecResp:
     return goma_pb2.ExecResp(result=goma_pb2.ExecResult(exit_status=0, stdout_buffer=stdout))
-
 
 
 @dataclass
@@ -244,14 +242,11 @@ def start_server(nursery: trio.Nursery) -> StartServer:
             metrics_registry=registry,
             backend_availability=backend_availability,
         )
-        serve = functools.partial(
-            serve_http, app, host="127.0.0.1", port=0, graceful_timeout_s=0.5
-        )
+        serve = functools.partial(serve_http, app, host="127.0.0.1", port=0, graceful_timeout_s=0.5)
         port = await nursery.start(serve)
         return Server(port, exec_service, file_service, registry)
 
     return start
-
 
 
 @time_capped
@@ -316,7 +311,6 @@ async def test_exec_query_string_ignored(start_server: StartServer) -> None:
     assert len(server.exec_service.requests) == 1
 
 
-
 @time_capped
 async def test_exec_response_gzip_when_accepted(start_server: StartServer) -> None:
     """A client that accepts gzip gets a gzip body with a matching Content-Encoding."""
@@ -368,7 +362,6 @@ async def test_ok_response_advertises_accept_encoding(
 
     assert reply.status == 200
     assert reply.headers["accept-encoding"] == "gzip, deflate"
-
 
 
 @time_capped
@@ -472,7 +465,6 @@ async def test_exec_large_body_accepted(start_server: StartServer) -> None:
     assert len(server.exec_service.requests[0].input[1].content.content) == 60 * 1024 * 1024
 
 
-
 @time_capped
 async def test_unknown_path_is_404(start_server: StartServer) -> None:
     """A path that is not a route gets a 404 response."""
@@ -570,7 +562,6 @@ async def test_keep_alive_reuses_connection(
     assert len(server.exec_service.requests) == 1
 
 
-
 @time_capped
 async def test_store_file_reaches_file_service(start_server: StartServer) -> None:
     """A StoreFileReq reaches the file service and its keys come back."""
@@ -608,7 +599,6 @@ async def test_store_file_bad_request_is_400(start_server: StartServer) -> None:
 
     assert reply.status == 400
     assert b"blob 0 has no content" in reply.body
-
 
 
 @time_capped
@@ -695,7 +685,6 @@ async def test_exec_client_disconnect_cancels_call(start_server: StartServer) ->
     assert finished["status"] == 499
 
 
-
 async def _serve_in_scope(
     app_exec_service: FakeExecService,
     server_scope: trio.CancelScope,
@@ -751,7 +740,6 @@ async def test_serve_http_cancel_bounded_by_grace() -> None:
     await client.aclose()
     assert exec_service.cancelled.is_set()
     assert trio.current_time() - cancelled_at < 0.2 + 1.0 + 0.5
-
 
 
 @time_capped
