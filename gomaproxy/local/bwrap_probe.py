@@ -44,7 +44,7 @@ async def _probe_bwrap(path: str) -> str | None:
     """Run a trivial sandbox with the namespaces actions use; return the problem, if any."""
     probe = [
         path, "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
-        "--unshare-all", "--die-with-parent", "--new-session", "--", "true",
+        "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--", "true",
     ]  # fmt: skip
     try:
         with anyio.fail_after(_BWRAP_PROBE_TIMEOUT_S):

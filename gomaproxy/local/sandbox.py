@@ -92,7 +92,10 @@ def plan_bwrap_command(request: SandboxRequest, list_dir: ListDir) -> list[str]:
         mounts = _plan_mounted_root(request, list_dir)
 
     command = [request.bwrap_path, *mounts]
-    command += ["--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]
+    # bubblewrap started by root keeps root's capabilities inside the sandbox, and with
+    # CAP_SYS_ADMIN an action could remount the read-only host directories read-write.
+    command += ["--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    command += ["--clearenv"]
     for name, value in request.environment:
         command += ["--setenv", name, value]
     command += ["--chdir", sandbox_working_directory(request.mount_path, request.working_directory)]

@@ -861,6 +861,25 @@ async def test_execute_materialises_inputs_with_modes(make_backend: BackendFacto
         assert stdout == b"payload\ntool-ran\nplain\n"
 
 
+@needs_bwrap
+async def test_execute_cannot_remount_host_directories(make_backend: BackendFactory) -> None:
+    """An action at the absolute root cannot make the read-only host /usr writable."""
+    script = "mount -o remount,rw,bind /usr 2>/dev/null && echo remounted || echo refused"
+
+    with trio.fail_after(TIME_LIMIT_S):
+        backend, _ = await make_backend(use_bwrap=True)
+        action = await upload_action(
+            backend,
+            ["/bin/sh", "-c", script],
+            environment={"PATH": "/usr/bin:/bin"},
+            platform={"InputRootAbsolutePath": "/"},
+        )
+        _, response = await execute(backend, action)
+
+    assert response.result.exit_code == 0
+    assert await read_blob(backend, response.result.stdout_digest) == b"refused\n"
+
+
 @pytest.mark.parametrize(
     "use_bwrap",
     [pytest.param(True, marks=needs_bwrap, id="bwrap"), pytest.param(False, id="direct")],

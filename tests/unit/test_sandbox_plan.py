@@ -405,8 +405,15 @@ def test_plan_sets_exact_environment_and_isolation() -> None:
     command = plan(TREE_WITH_HEADERS)
     tail = command[command.index("--unshare-all") :]
 
-    assert tail[:4] == ["--unshare-all", "--die-with-parent", "--new-session", "--clearenv"]
-    assert tail[4:10] == ["--setenv", "PATH", "/usr/bin", "--setenv", "LANG", "C"]
+    assert tail[:6] == [
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--clearenv",
+    ]
+    assert tail[6:12] == ["--setenv", "PATH", "/usr/bin", "--setenv", "LANG", "C"]
     assert command.count("--setenv") == 2
 
 
