@@ -155,6 +155,9 @@ class Adapter:
             outputs=list(run.request.expected_output_files)[:4],
             missing=run.missing,
             uploaded_blobs=run.uploaded,
+            uploaded_bytes=run.uploaded_bytes,
+            embedded_bytes=_embedded_bytes(run.request),
+            output_bytes=_output_bytes(run.response),
             action=str(run.action_digest) if run.action_digest else None,
             exec_root=run.root or None,
             relocatable=run.relocatable,
@@ -483,7 +486,9 @@ class Adapter:
             byte_limit=limit,
             read_limiter=self._limiters.cas_blob_lookup,
         )
+        failed = {failure.digest for failure in failures}
         run.uploaded += len(digests) - len(failures)
+        run.uploaded_bytes += sum(d.size_bytes for d in digests if d not in failed)
         if not failures:
             return False
 
@@ -573,6 +578,16 @@ class Adapter:
 def _deadline(timeout_s: float) -> float:
     """Return the absolute deadline ``timeout_s`` from now, where 0 or less means none."""
     return anyio.current_time() + timeout_s if timeout_s > 0 else math.inf
+
+
+def _embedded_bytes(request: goma_pb2.ExecReq) -> int:
+    """Return the file bytes the client embedded in the request."""
+    return sum(len(entry.content.content) for entry in request.input if entry.HasField("content"))
+
+
+def _output_bytes(response: goma_pb2.ExecResp) -> int:
+    """Return the size of the output files the response carries or references."""
+    return sum(output.blob.file_size for output in response.result.output)
 
 
 def _output_base(run: ExecRun) -> str:

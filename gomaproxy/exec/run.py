@@ -64,6 +64,7 @@ class ExecRun:
     outcome: str = "ok"
     cache: str = "none"
     uploaded: int = 0
+    uploaded_bytes: int = 0
     missing: int = 0
     # The request id of the identical request whose ActionResult or error this one took.
     merged_with: str | None = None

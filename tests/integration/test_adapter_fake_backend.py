@@ -358,3 +358,36 @@ async def test_adapter_input_tree_timeout_is_missing_input() -> None:
     assert list(response.missing_input) == ["../src/b.h"]
     assert response.missing_reason[0].startswith("input: timed out")
     assert backend.calls["Execute"] == 0
+
+
+async def test_adapter_logs_one_canonical_line() -> None:
+    """Each Exec logs one exec_finished line with outcome, byte counts and phase timings."""
+    from structlog.testing import capture_logs
+
+    backend = FakeBackend(runner=compile_runner(output_size=100))
+    adapter, _ = make_adapter(backend)
+
+    with trio.fail_after(10), capture_logs() as logs:
+        await adapter.exec(make_request(), request_id="r-log")
+
+    finished = [entry for entry in logs if entry["event"] == "exec_finished"]
+    assert len(finished) == 1
+    line = finished[0]
+    assert line["outcome"] == "ok"
+    assert line["cache"] == "executed"
+    assert line["exit_status"] == 0
+    assert line["embedded_bytes"] == len(b"int a(void) { return 1; }\n")
+    assert line["output_bytes"] == 100
+    assert line["uploaded_bytes"] > 0
+    assert line["outputs"] == ["obj/a.o"]
+    for phase in (
+        "inventory",
+        "input_tree",
+        "setup",
+        "check_cache",
+        "check_missing",
+        "upload",
+        "execute",
+        "response",
+    ):
+        assert f"{phase}_ms" in line
