@@ -9,22 +9,11 @@ from dataclasses import dataclass
 
 from gomaproxy.client.compiler_info import CompilerInfo, fill_command_spec
 from gomaproxy.client.deps import CXX_SOURCE_SUFFIXES, source_files
+from gomaproxy.goma.environment import GCC_SERVER_IMPORTANT_ENV
 from gomaproxy.protos import goma_data_pb2 as goma_pb2
 
-# Environment variables that change what gcc or clang does on the server.  The goma
-# client sends only these and drops the rest of the environment.
-SERVER_IMPORTANT_ENV = (
-    "PWD",
-    "LIBRARY_PATH",
-    "CPATH",
-    "C_INCLUDE_PATH",
-    "CPLUS_INCLUDE_PATH",
-    "OBJC_INCLUDE_PATH",
-    "DEPENDENCIES_OUTPUT",
-    "SUNPRO_DEPENDENCIES",
-    "MACOSX_DEPLOYMENT_TARGET",
-    "SDKROOT",
-)
+# Environment variables the goma client sends; it drops the rest of the environment.
+SERVER_IMPORTANT_ENV = GCC_SERVER_IMPORTANT_ENV
 
 API_VERSION = 2
 

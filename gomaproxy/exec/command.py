@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from google.protobuf import duration_pb2
 
 from gomaproxy.errors import BadRequest
+from gomaproxy.goma.environment import GCC_SERVER_IMPORTANT_ENV
 from gomaproxy.protos import remote_execution_pb2 as re_pb2
 
 # Environment variables that compiles must not see because they name the client's
@@ -17,23 +18,9 @@ CWD_VARIABLES = ("PWD",)
 
 # Environment variables that reach the action, by compiler.  Every other variable is
 # dropped, so that PATH, HOME or USER of one developer never change the action digest.
-# The gcc/clang list is what goma clients forward for these compilers (the goma
-# client's GCCFlags::IsServerImportantEnv); DEVELOPER_DIR selects the Xcode on macOS.
-GCC_ENVIRONMENT = frozenset(
-    {
-        "PWD",
-        "LIBRARY_PATH",
-        "CPATH",
-        "C_INCLUDE_PATH",
-        "CPLUS_INCLUDE_PATH",
-        "OBJC_INCLUDE_PATH",
-        "DEPENDENCIES_OUTPUT",
-        "SUNPRO_DEPENDENCIES",
-        "MACOSX_DEPLOYMENT_TARGET",
-        "SDKROOT",
-        "DEVELOPER_DIR",
-    }
-)
+# The gcc/clang list is what goma clients forward for these compilers, plus
+# DEVELOPER_DIR, which selects the Xcode on macOS.
+GCC_ENVIRONMENT = frozenset({*GCC_SERVER_IMPORTANT_ENV, "DEVELOPER_DIR"})
 # clang-cl also reads the MSVC include and library search paths.  Windows compares
 # variable names without regard to case, so these names are matched that way.
 CLANG_CL_ENVIRONMENT = GCC_ENVIRONMENT | {"INCLUDE", "LIB"}
