@@ -30,6 +30,7 @@ from __future__ import annotations
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 class NotRelocatable(Exception):
@@ -327,6 +328,30 @@ def _split_sub_tool_args(arg: str) -> tuple[str, list[str]] | None:
     return None
 
 
+class _SubToolState(Protocol):
+    sub_command: str
+    sub_args: dict[str, list[str]]
+
+
+def _route_sub_tool_arg(scan: _SubToolState, arg: str) -> bool:
+    """Record ``-Wa,``/``-Wl,``/``-Wp,`` values, or note that -Xclang or -mllvm passes the
+    next argument on; return whether ``arg`` was one of these."""
+    sub_tool = _split_sub_tool_args(arg)
+    if sub_tool is not None:
+        tool, values = sub_tool
+        scan.sub_args.setdefault(tool, []).extend(values)
+        return True
+
+    if arg == "-Xclang":
+        scan.sub_command = "clang"
+        return True
+
+    if arg == "-mllvm":
+        scan.sub_command = "llvm"
+        return True
+    return False
+
+
 @dataclass
 class _GccScan:
     """Scan state for one gcc or clang argument list.
@@ -402,18 +427,7 @@ class _GccScan:
         if arg == "--pnacl-allow-translate":
             raise NotRelocatable(f"never relocatable: {arg}")
 
-        sub_tool = _split_sub_tool_args(arg)
-        if sub_tool is not None:
-            tool, values = sub_tool
-            self.sub_args.setdefault(tool, []).extend(values)
-            return
-
-        if arg == "-Xclang":
-            self.sub_command = "clang"
-            return
-
-        if arg == "-mllvm":
-            self.sub_command = "llvm"
+        if _route_sub_tool_arg(self, arg):
             return
 
         self._check_plain_arg(arg)
@@ -484,18 +498,7 @@ class _ClangClScan:
         if arg.startswith("-g"):
             return
 
-        sub_tool = _split_sub_tool_args(arg)
-        if sub_tool is not None:
-            tool, values = sub_tool
-            self.sub_args.setdefault(tool, []).extend(values)
-            return
-
-        if arg == "-Xclang":
-            self.sub_command = "clang"
-            return
-
-        if arg == "-mllvm":
-            self.sub_command = "llvm"
+        if _route_sub_tool_arg(self, arg):
             return
 
         if arg.startswith(CLANGCL_ACCEPTED_PREFIXES) or arg in CLANGCL_ACCEPTED_FLAGS:

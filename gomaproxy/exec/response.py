@@ -26,7 +26,7 @@ import structlog
 from gomaproxy.digest import DigestKey, digest_of_bytes
 from gomaproxy.errors import GomaProxyError
 from gomaproxy.exec.clientpath import ClientPathLib
-from gomaproxy.goma.blob import LARGE_FILE_THRESHOLD, ChunkSize, chunked_file, file_blob
+from gomaproxy.goma.blob import LARGE_FILE_THRESHOLD, ChunkSize, chunked_file, file_blob, hash_key
 from gomaproxy.protos import goma_data_pb2 as goma_pb2
 from gomaproxy.protos import remote_execution_pb2 as re_pb2
 
@@ -305,7 +305,8 @@ async def _reduce_response_size(ctx: OutputContext, response: goma_pb2.ExecResp)
     for output in response.result.output:
         if output.blob.blob_type != goma_pb2.FileBlob.FILE:
             continue
-        key = await ctx.store_blob(output.blob)
+        # _output_blob stored every FILE output already, so its key is only computed here.
+        key = hash_key(output.blob)
         size = output.blob.file_size
         output.blob.Clear()
         output.blob.blob_type = goma_pb2.FileBlob.FILE_REF
