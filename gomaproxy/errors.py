@@ -74,7 +74,7 @@ class GomaProxyError(Exception):
 
 
 class BadRequest(GomaProxyError):
-    """The request can never succeed as sent; goma answers it with ExecResp BAD_REQUEST."""
+    """The request can never succeed as sent; its goma response is ExecResp BAD_REQUEST."""
 
     code = Code.INVALID_ARGUMENT
 

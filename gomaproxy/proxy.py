@@ -151,7 +151,7 @@ async def _check_backend(backend: Backend, config: Config) -> None:
     """Ask a remote backend for its capabilities once, so a wrong address fails at start.
 
     Raises:
-        GomaProxyError: UNAVAILABLE when the backend does not answer in time or fails.
+        GomaProxyError: UNAVAILABLE when the backend does not respond in time or fails.
     """
     timeout_s = config.backend.startup_check_timeout_s
     if timeout_s <= 0:
@@ -164,7 +164,7 @@ async def _check_backend(backend: Backend, config: Config) -> None:
             capabilities = await backend.get_capabilities(request)
     except TimeoutError:
         raise GomaProxyError(
-            f"backend {address} did not answer GetCapabilities within {timeout_s:g} s; check "
+            f"backend {address} did not respond to GetCapabilities within {timeout_s:g} s; check "
             "that it runs and that the address is right",
             code=Code.UNAVAILABLE,
         ) from None

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install gomaproxy, start it on the embedded backend, compile a C file through it twice
-# (the second answer comes from the action cache), and stop the server.
+# (the second result comes from the action cache), and stop the server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)

@@ -410,7 +410,7 @@ def record_received(
 ) -> None:
     """Record that the server stores the inputs it received with content last round.
 
-    gomaproxy writes every embedded blob to its file store before it answers, so a file
+    gomaproxy writes every embedded blob to its file store before it responds, so a file
     that was embedded and not reported missing need not be embedded again.  Without
     this, new files would be embedded in every missing-input round and crowd the files
     the server lacks out of the 1 MiB budget.

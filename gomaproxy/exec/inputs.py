@@ -39,7 +39,7 @@ class GomaFiles(Protocol):
 
 
 class InputError(GomaProxyError):
-    """An input the server cannot use; the response asks the client to send it again."""
+    """An input the server cannot use, listed as missing so the client sends it again."""
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class InputResolver:
             return key
 
     def resolve_cached(self, entry: goma_pb2.ExecReq.Input) -> ResolvedInput | None:
-        """Return the digest of a hash-only input that the digest cache knows, without I/O.
+        """Return the digest of a hash-only input that is in the digest cache, without I/O.
 
         Returns None for embedded inputs, invalid keys and cache misses; ``resolve`` then
         does the work and reports any error.

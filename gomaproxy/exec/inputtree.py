@@ -132,7 +132,7 @@ class InputTreeBuilder:
 
         pending = {index for index, name in enumerate(names) if name is not None}
 
-        # Inputs the digest cache knows need no I/O; resolving them here instead of in a
+        # Inputs already in the digest cache need no I/O; resolving them here instead of in a
         # task each keeps a cache-hit request with thousands of inputs cheap.
         for index in sorted(pending):
             found = self._resolver.resolve_cached(entries[index])

@@ -78,7 +78,7 @@ def plan_batches(
     """Split ``digests`` into batches for BatchUpdateBlobs and a list for ByteStream.
 
     Returns:
-        (batches, large): each batch fits ``byte_limit`` serialized bytes and holds at
+        (batches, large): each batch fits ``byte_limit`` serialized bytes and contains at
         most 1000 blobs; ``large`` are the blobs that fit no batch on their own.
     """
     base = _field_len(len(instance_name.encode())) if instance_name else 0

@@ -1,8 +1,8 @@
 """Execute an action and follow its operation stream to the end.
 
 The stream is read under a per-attempt deadline.  A stream that breaks or ends before the
-operation is done is resumed with WaitExecution on the remembered operation name; a
-WaitExecution answered NOT_FOUND means the server forgot the operation, so the action is
+operation is done is resumed with WaitExecution on the remembered operation name.  A
+NOT_FOUND from WaitExecution means the server forgot the operation, so the action is
 executed again.  A done operation whose ExecuteResponse status is transient
 (UNAVAILABLE, INTERNAL, ABORTED, RESOURCE_EXHAUSTED) is executed again too.  Attempts
 are bounded, with jittered exponential backoff between them.

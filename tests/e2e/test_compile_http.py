@@ -54,7 +54,7 @@ int main(void) {
 }
 """
 HEADER = b"#define SCALE 1\n"
-# The directory that holds the gomaproxy package, so the launcher imports this checkout.
+# The directory that contains the gomaproxy package, so the launcher imports this checkout.
 PACKAGE_ROOT = Path(gomaproxy.__file__).resolve().parent.parent
 BROKEN = b"int broken(void) { return undeclared_name }\n"
 
@@ -151,7 +151,7 @@ async def test_compile_through_http_matches_local_gcc(
 async def test_compile_twice_second_is_cache_hit(
     proxy: tuple[GomaProxy, str], tmp_path: Path
 ) -> None:
-    """The second identical compile is answered from the action cache with the same object."""
+    """The second identical compile comes from the action cache with the same object."""
     _, server = proxy
     cwd = _project(tmp_path / "proj")
 

@@ -1,7 +1,7 @@
 """The Exec adapter against a counting in-memory backend.
 
-These tests check what the adapter sends (Command, Action, platform, uploads) and how it
-answers (missing inputs, cache hits, outputs), without processes or sockets.
+These tests check what the adapter sends (Command, Action, platform, uploads) and what it
+returns (missing inputs, cache hits, outputs), without processes or sockets.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ async def test_adapter_reports_missing_hash_only_inputs_then_succeeds() -> None:
 
 
 async def test_adapter_second_identical_request_is_cache_hit() -> None:
-    """The same request twice runs once; the second answer comes from the action cache."""
+    """The same request twice runs once; the second response comes from the action cache."""
     backend = FakeBackend(runner=compile_runner())
     adapter, _ = make_adapter(backend)
 
@@ -291,7 +291,7 @@ async def test_adapter_output_outside_cwd_uses_wrapper() -> None:
 
 @pytest.mark.parametrize("policy", [goma_pb2.ExecReq.STORE_ONLY], ids=["store-only"])
 async def test_adapter_store_only_skips_cache_lookup(policy: int) -> None:
-    """STORE_ONLY skips GetActionResult and asks Execute to skip its cache too."""
+    """STORE_ONLY skips GetActionResult and sets skip_cache_lookup on Execute."""
     backend = FakeBackend(runner=compile_runner())
     adapter, _ = make_adapter(backend)
     request = make_request()

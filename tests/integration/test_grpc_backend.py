@@ -829,7 +829,7 @@ async def test_grpc_backend_compile_survives_broken_execute_stream(
 
 
 async def test_open_proxy_fails_fast_on_unreachable_backend(tmp_path: Path) -> None:
-    """A gRPC backend that does not answer stops the proxy from starting, naming the address."""
+    """A gRPC backend that does not respond stops the proxy from starting, naming the address."""
     config = Config()
     config.state.dir = tmp_path / "state"
     config.backend.address = "grpc://127.0.0.1:1"

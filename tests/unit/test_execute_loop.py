@@ -43,7 +43,7 @@ async def test_execute_broken_stream_resumes_with_wait_execution(
 
 
 async def test_execute_wait_not_found_executes_again(autojump_clock: trio.abc.Clock) -> None:
-    """WaitExecution answered NOT_FOUND makes the loop call Execute again."""
+    """A NOT_FOUND from WaitExecution makes the loop call Execute again."""
     backend, request = _backend()
     backend.scripts.append(StreamScript(break_after=1))
 
